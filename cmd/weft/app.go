@@ -1,0 +1,348 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/weftdev/weft/ingress"
+	"github.com/weftdev/weft/persistence"
+	mongostore "github.com/weftdev/weft/persistence/mongo"
+	"github.com/weftdev/weft/persistence/redis"
+	"github.com/weftdev/weft/persistence/sqlite"
+)
+
+// Modes of a Weft process.
+const (
+	ModeDev   = "dev"
+	ModeServe = "serve"
+)
+
+// Roles a process can run.
+var knownRoles = []string{"ingress", "workers", "projector"}
+
+// Config is everything a Weft process is told. cmd fills it from flags and
+// the environment; tests fill it directly.
+type Config struct {
+	Mode        string
+	Addr        string // HTTP listen address; "127.0.0.1:0" picks a free port
+	DataDir     string // dev: where the embedded servers keep their data
+	NATSURL     string // "" in dev: embedded
+	MongoURI    string // "" in dev: embedded SQLite store
+	RedisURL    string // "" in dev: embedded
+	RedisPrefix string
+	NATSPort    int // embedded NATS port, 0 for a free one
+	RedisPort   int // embedded Redis port, 0 for a free one
+	Roles       []string
+	JWTSecret   string // dev: generated and kept in DataDir when empty
+
+	CORSOrigins    []string
+	RatePerMinute  int
+	RateFailClosed bool
+	BcryptCost     int // 0: bcrypt's default
+	LogLevel       string
+}
+
+// Validate checks the config and fills in defaults.
+func (c *Config) Validate() error {
+	var problems []string
+	if c.Addr == "" {
+		c.Addr = "127.0.0.1:8080"
+	}
+	if c.RedisPrefix == "" {
+		c.RedisPrefix = "weft:"
+	}
+	if c.RatePerMinute <= 0 {
+		c.RatePerMinute = 1200
+	}
+	switch c.Mode {
+	case ModeDev:
+		if c.DataDir == "" {
+			c.DataDir = "./.weft"
+		}
+		c.Roles = knownRoles
+	case ModeServe:
+		for name, v := range map[string]string{"WEFT_NATS_URL (--nats)": c.NATSURL, "WEFT_MONGO_URI (--mongo)": c.MongoURI, "WEFT_REDIS_URL (--redis)": c.RedisURL, "WEFT_JWT_SECRET": c.JWTSecret} {
+			if v == "" {
+				problems = append(problems, name+" is required by weft serve")
+			}
+		}
+		if len(c.Roles) == 0 {
+			problems = append(problems, "--roles names no role")
+		}
+		for _, r := range c.Roles {
+			if !slices.Contains(knownRoles, r) {
+				problems = append(problems, fmt.Sprintf("unknown role %q (roles: %s)", r, strings.Join(knownRoles, ", ")))
+			}
+		}
+	default:
+		problems = append(problems, fmt.Sprintf("unknown mode %q", c.Mode))
+	}
+	if c.JWTSecret != "" && len(c.JWTSecret) < 32 {
+		problems = append(problems, "WEFT_JWT_SECRET must be at least 32 characters")
+	}
+	if len(problems) > 0 {
+		slices.Sort(problems)
+		return errors.New("config: " + strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// Main is one running Weft process. Run starts it; Close stops it. Tests
+// use it exactly as the command does.
+type Main struct {
+	Config Config
+	Log    *slog.Logger
+
+	// Filled by Run.
+	APIURL   string
+	NATSURL  string
+	StoreURL string
+	RedisURL string
+
+	closers []func()
+	nc      *nats.Conn
+	store   persistence.Store
+	rdb     goredis.UniversalClient
+	api     *ingress.Server
+}
+
+// Run starts every part of the process and returns once it serves.
+func (m *Main) Run(ctx context.Context) error {
+	if m.Log == nil {
+		m.Log = slog.New(slog.DiscardHandler)
+	}
+	c := &m.Config
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	if c.Mode == ModeDev {
+		if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+			return fmt.Errorf("data dir: %w", err)
+		}
+	}
+	steps := []func(context.Context) error{m.startNATS, m.startStore, m.startRedis, m.startIngress}
+	for _, step := range steps {
+		if err := step(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// onClose registers cleanup, run in reverse order by Close.
+func (m *Main) onClose(f func()) { m.closers = append(m.closers, f) }
+
+// Close stops everything Run started, newest first.
+func (m *Main) Close() {
+	for i := len(m.closers) - 1; i >= 0; i-- {
+		m.closers[i]()
+	}
+	m.closers = nil
+}
+
+func (m *Main) startNATS(ctx context.Context) error {
+	url := m.Config.NATSURL
+	if url == "" {
+		port := m.Config.NATSPort
+		if port == 0 {
+			port = natsserver.RANDOM_PORT
+		}
+		ns, err := natsserver.NewServer(&natsserver.Options{
+			ServerName: "weft-dev",
+			Host:       "127.0.0.1",
+			Port:       port,
+			JetStream:  true,
+			StoreDir:   filepath.Join(m.Config.DataDir, "nats"),
+			NoSigs:     true,
+			NoLog:      true,
+		})
+		if err != nil {
+			return fmt.Errorf("embedded nats: %w", err)
+		}
+		ns.Start()
+		if !ns.ReadyForConnections(10 * time.Second) {
+			ns.Shutdown()
+			return errors.New("embedded nats did not start")
+		}
+		m.onClose(func() { ns.Shutdown(); ns.WaitForShutdown() })
+		url = ns.ClientURL()
+	}
+	nc, err := nats.Connect(url, nats.Name("weft"), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+	if err != nil {
+		return fmt.Errorf("nats %s: %w", redact(url), err)
+	}
+	m.onClose(func() { _ = nc.Drain(); waitClosed(nc) })
+	m.nc, m.NATSURL = nc, url
+	return nil
+}
+
+// waitClosed waits a bounded time for a draining connection to finish.
+func waitClosed(nc *nats.Conn) {
+	deadline := time.Now().Add(5 * time.Second)
+	for !nc.IsClosed() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	nc.Close()
+}
+
+func (m *Main) startStore(ctx context.Context) error {
+	if uri := m.Config.MongoURI; uri != "" {
+		db := "weft"
+		if u, err := url.Parse(uri); err == nil && strings.Trim(u.Path, "/") != "" {
+			db = strings.Trim(u.Path, "/")
+		}
+		s, err := mongostore.Open(ctx, uri, db)
+		if err != nil {
+			return fmt.Errorf("store %s: %w", redact(uri), err)
+		}
+		m.store, m.StoreURL = s, redact(uri)
+	} else {
+		path := filepath.Join(m.Config.DataDir, "weft.db")
+		s, err := sqlite.Open(ctx, path)
+		if err != nil {
+			return fmt.Errorf("store %s: %w", path, err)
+		}
+		abs, _ := filepath.Abs(path)
+		m.store, m.StoreURL = s, "sqlite://"+abs
+	}
+	m.onClose(func() { _ = m.store.Close() })
+	return nil
+}
+
+func (m *Main) startRedis(ctx context.Context) error {
+	url := m.Config.RedisURL
+	if url == "" {
+		e, err := redis.StartEmbedded(fmt.Sprintf("127.0.0.1:%d", m.Config.RedisPort))
+		if err != nil {
+			return fmt.Errorf("embedded redis: %w", err)
+		}
+		m.onClose(e.Close)
+		url = e.URL()
+	}
+	rdb, err := redis.Connect(ctx, url)
+	if err != nil {
+		return fmt.Errorf("redis %s: %w", redact(url), err)
+	}
+	m.onClose(func() { _ = rdb.Close() })
+	m.rdb, m.RedisURL = rdb, redact(url)
+	return nil
+}
+
+func (m *Main) startIngress(ctx context.Context) error {
+	if !slices.Contains(m.Config.Roles, "ingress") {
+		return nil
+	}
+	secret, err := m.jwtSecret()
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	limit := redis.PerMinute(m.Config.RatePerMinute)
+	api, err := ingress.New(ingress.Config{
+		CORSOrigins:    m.Config.CORSOrigins,
+		RateIP:         limit,
+		RateUser:       limit,
+		RateFailClosed: m.Config.RateFailClosed,
+		Auth:           ingress.AuthConfig{Secret: secret, BcryptCost: m.Config.BcryptCost},
+	}, ingress.Deps{
+		Store:    m.store,
+		Cache:    redis.NewCache(m.rdb, m.Config.RedisPrefix),
+		Limiter:  redis.NewLimiter(m.rdb, m.Config.RedisPrefix+"rate:"),
+		Log:      m.Log,
+		Registry: reg,
+		Checks: []ingress.Check{
+			{Name: "nats", Ping: func(context.Context) error { _, err := m.nc.RTT(); return err }},
+			{Name: "store", Ping: m.store.Ping},
+			{Name: "redis", Ping: func(ctx context.Context) error { return m.rdb.Ping(ctx).Err() }},
+		},
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", m.Config.Addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", m.Config.Addr, err)
+	}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		if err := api.Serve(ln); err != nil {
+			m.Log.Error("http server stopped", "err", err)
+		}
+	}()
+	m.onClose(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = api.Shutdown(sctx)
+		<-served
+	})
+	m.api, m.APIURL = api, "http://"+ln.Addr().String()
+	return nil
+}
+
+// jwtSecret is the configured secret, or in dev one generated once and kept
+// in the data dir so tokens survive a restart.
+func (m *Main) jwtSecret() ([]byte, error) {
+	if m.Config.JWTSecret != "" {
+		return []byte(m.Config.JWTSecret), nil
+	}
+	if m.Config.Mode != ModeDev {
+		return nil, errors.New("WEFT_JWT_SECRET is required")
+	}
+	path := filepath.Join(m.Config.DataDir, "jwt.secret")
+	if b, err := os.ReadFile(path); err == nil && len(b) >= 32 {
+		return b, nil
+	}
+	buf := make([]byte, 32)
+	if _, err := rand.Read(buf); err != nil {
+		return nil, err
+	}
+	secret := []byte(hex.EncodeToString(buf))
+	if err := os.WriteFile(path, secret, 0o600); err != nil {
+		return nil, fmt.Errorf("keep the jwt secret: %w", err)
+	}
+	return secret, nil
+}
+
+// PrintReady tells the user where everything is.
+func (m *Main) PrintReady(w io.Writer) {
+	fmt.Fprintf(w, "weft %s ready\n", m.Config.Mode)
+	if m.APIURL != "" {
+		fmt.Fprintf(w, "  API    %s\n", m.APIURL)
+	}
+	fmt.Fprintf(w, "  NATS   %s (JetStream)\n", m.NATSURL)
+	fmt.Fprintf(w, "  store  %s\n", m.StoreURL)
+	fmt.Fprintf(w, "  Redis  %s\n", m.RedisURL)
+	fmt.Fprintf(w, "  roles  %s\n", strings.Join(m.Config.Roles, ","))
+}
+
+// redact hides the password of a URL before it is printed or logged.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}

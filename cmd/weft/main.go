@@ -1,0 +1,151 @@
+// Command weft runs the Weft workflow engine: `weft dev` (everything in one
+// process on embedded servers) and `weft serve` (chosen roles against real
+// NATS, MongoDB and Redis).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	if err := rootCmd().Execute(); err != nil {
+		os.Exit(1)
+	}
+}
+
+func env(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		return v
+	}
+	return def
+}
+
+func envBool(name string) bool {
+	b, _ := strconv.ParseBool(os.Getenv(name))
+	return b
+}
+
+func rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "weft",
+		Short:         "Weft runs AI workflows over NATS JetStream",
+		SilenceUsage:  true,
+		SilenceErrors: false,
+	}
+	root.AddCommand(devCmd(), serveCmd())
+	return root
+}
+
+// commonFlags binds the flags every command shares; each defaults to its
+// environment variable, so a flag given on the command line wins.
+func commonFlags(cmd *cobra.Command, c *Config) {
+	f := cmd.Flags()
+	f.StringVar(&c.Addr, "addr", env("WEFT_ADDR", "127.0.0.1:8080"), "HTTP listen address (WEFT_ADDR)")
+	f.StringVar(&c.NATSURL, "nats", env("WEFT_NATS_URL", ""), "NATS server URL (WEFT_NATS_URL)")
+	f.StringVar(&c.MongoURI, "mongo", env("WEFT_MONGO_URI", ""), "MongoDB URI (WEFT_MONGO_URI)")
+	f.StringVar(&c.RedisURL, "redis", env("WEFT_REDIS_URL", ""), "Redis URL (WEFT_REDIS_URL)")
+	f.StringVar(&c.RedisPrefix, "redis-prefix", env("WEFT_REDIS_PREFIX", "weft:"), "prefix of every Redis key (WEFT_REDIS_PREFIX)")
+	f.StringSliceVar(&c.CORSOrigins, "cors-origins", splitList(env("WEFT_CORS_ORIGINS", "")), "origins allowed to call the API from a browser (WEFT_CORS_ORIGINS)")
+	f.IntVar(&c.RatePerMinute, "rate-per-minute", envInt("WEFT_RATE_PER_MINUTE", 1200), "requests per minute per user and per IP (WEFT_RATE_PER_MINUTE)")
+	f.BoolVar(&c.RateFailClosed, "rate-fail-closed", envBool("WEFT_RATE_FAIL_CLOSED"), "answer 503 when rate limits cannot be checked (WEFT_RATE_FAIL_CLOSED)")
+	f.StringVar(&c.LogLevel, "log-level", env("WEFT_LOG_LEVEL", "info"), "debug, info, warn or error (WEFT_LOG_LEVEL)")
+	c.JWTSecret = os.Getenv("WEFT_JWT_SECRET")
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func devCmd() *cobra.Command {
+	var c Config
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Everything in one process, on embedded NATS, store and Redis unless URLs are given",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c.Mode = ModeDev
+			return runUntilSignal(cmd.Context(), c)
+		},
+	}
+	commonFlags(cmd, &c)
+	f := cmd.Flags()
+	f.StringVar(&c.DataDir, "data", env("WEFT_DATA_DIR", "./.weft"), "data directory of the embedded servers (WEFT_DATA_DIR)")
+	f.IntVar(&c.NATSPort, "nats-port", envInt("WEFT_NATS_PORT", 0), "port of the embedded NATS server, 0 for a free one (WEFT_NATS_PORT)")
+	f.IntVar(&c.RedisPort, "redis-port", envInt("WEFT_REDIS_PORT", 0), "port of the embedded Redis server, 0 for a free one (WEFT_REDIS_PORT)")
+	return cmd
+}
+
+func serveCmd() *cobra.Command {
+	var c Config
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the chosen roles against external NATS, MongoDB and Redis",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c.Mode = ModeServe
+			return runUntilSignal(cmd.Context(), c)
+		},
+	}
+	commonFlags(cmd, &c)
+	cmd.Flags().StringSliceVar(&c.Roles, "roles", splitList(env("WEFT_ROLES", "ingress,workers,projector")), "roles to run: ingress, workers, projector (WEFT_ROLES)")
+	return cmd
+}
+
+// runUntilSignal starts Weft and stops it cleanly on SIGINT or SIGTERM.
+func runUntilSignal(parent context.Context, c Config) error {
+	if parent == nil {
+		parent = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log, err := newLogger(c.LogLevel)
+	if err != nil {
+		return err
+	}
+	m := &Main{Config: c, Log: log}
+	if err := m.Run(ctx); err != nil {
+		m.Close()
+		return err
+	}
+	m.PrintReady(os.Stdout)
+	<-ctx.Done()
+	log.Info("shutting down")
+	done := make(chan struct{})
+	go func() { m.Close(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-time.After(15 * time.Second):
+		return errors.New("shutdown took longer than 15 s")
+	}
+}
+
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: %w", level, err)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}

@@ -1,0 +1,378 @@
+package ingress
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/oklog/ulid/v2"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/weftdev/weft/events"
+	"github.com/weftdev/weft/persistence"
+	"github.com/weftdev/weft/persistence/redis"
+)
+
+const (
+	tokenIssuer   = "weft"
+	tokenAudience = "weft-api"
+	// APIKeyPrefix starts every API key, so a bearer token can be told
+	// apart from a JWT without trying to parse it.
+	APIKeyPrefix = "weft_"
+	// sessionCacheTTL is how long an authenticated session or API key is
+	// served from Redis before the store is asked again.
+	sessionCacheTTL = time.Hour
+)
+
+// Principal is the authenticated caller of a request.
+type Principal struct {
+	UserID    string `json:"userId"`
+	SessionID string `json:"sessionId,omitempty"`
+	APIKeyID  string `json:"apiKeyId,omitempty"`
+}
+
+// AuthConfig sets the token lifetimes and password cost.
+type AuthConfig struct {
+	// Secret signs access tokens (HS256). At least 32 bytes.
+	Secret []byte
+	// AccessTTL is the lifetime of an access token. Default 15 minutes.
+	AccessTTL time.Duration
+	// RefreshTTL is the lifetime of a session's refresh token. Default 30 days.
+	RefreshTTL time.Duration
+	// BcryptCost is the bcrypt cost of password hashes. Default bcrypt.DefaultCost.
+	BcryptCost int
+}
+
+// Auth issues and checks credentials. Sessions and API keys are cached in
+// Redis for an hour; when Redis is down they are read from the store.
+type Auth struct {
+	cfg   AuthConfig
+	store persistence.Store
+	cache *redis.Cache
+	log   *slog.Logger
+	now   func() time.Time
+	// dummyHash is compared against when an email is unknown, so a login
+	// takes as long whether or not the account exists.
+	dummyHash []byte
+}
+
+// NewAuth returns the credential service.
+func NewAuth(cfg AuthConfig, store persistence.Store, cache *redis.Cache, log *slog.Logger, now func() time.Time) (*Auth, error) {
+	if len(cfg.Secret) < 32 {
+		return nil, errors.New("auth: the JWT secret must be at least 32 bytes")
+	}
+	if cfg.AccessTTL == 0 {
+		cfg.AccessTTL = 15 * time.Minute
+	}
+	if cfg.RefreshTTL == 0 {
+		cfg.RefreshTTL = 30 * 24 * time.Hour
+	}
+	if cfg.BcryptCost == 0 {
+		cfg.BcryptCost = bcrypt.DefaultCost
+	}
+	dummy, err := bcrypt.GenerateFromPassword([]byte("not a password of anyone"), cfg.BcryptCost)
+	if err != nil {
+		return nil, err
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Auth{cfg: cfg, store: store, cache: cache, log: log, now: now, dummyHash: dummy}, nil
+}
+
+// Tokens is what register, login and refresh answer.
+type Tokens struct {
+	User         *persistence.User
+	Token        string
+	RefreshToken string
+	ExpiresIn    int
+}
+
+// Register creates an account and logs it in.
+func (a *Auth) Register(ctx context.Context, email, password, name string) (*Tokens, error) {
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), a.cfg.BcryptCost)
+	if err != nil {
+		return nil, err
+	}
+	u := &persistence.User{
+		ID: newID(), Email: strings.ToLower(email), Name: name,
+		PasswordHash: string(hash), CreatedAt: a.now().UTC(),
+	}
+	if err := a.store.CreateUser(ctx, u); err != nil {
+		if events.IsConflict(err) {
+			return nil, events.Errorf(events.CodeConflict, "an account with this email exists")
+		}
+		return nil, err
+	}
+	return a.newSession(ctx, u)
+}
+
+// Login checks a password and opens a session.
+func (a *Auth) Login(ctx context.Context, email, password string) (*Tokens, error) {
+	u, err := a.store.UserByEmail(ctx, strings.ToLower(email))
+	if err != nil && !events.IsNotFound(err) {
+		return nil, err
+	}
+	hash := a.dummyHash
+	if u != nil {
+		hash = []byte(u.PasswordHash)
+	}
+	if bcrypt.CompareHashAndPassword(hash, []byte(password)) != nil || u == nil {
+		return nil, events.Errorf(events.CodeUnauthorized, "wrong email or password")
+	}
+	return a.newSession(ctx, u)
+}
+
+// Refresh trades a refresh token for a new pair. The old refresh token stops
+// working: the session's stored hash is swapped atomically, so of two
+// concurrent refreshes with one token only one succeeds.
+func (a *Auth) Refresh(ctx context.Context, refreshToken string) (*Tokens, error) {
+	bad := events.Errorf(events.CodeUnauthorized, "the refresh token is not valid")
+	sid, _, ok := strings.Cut(refreshToken, ".")
+	if !ok || sid == "" {
+		return nil, bad
+	}
+	s, err := a.store.SessionByID(ctx, sid)
+	if events.IsNotFound(err) {
+		return nil, bad
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !a.now().Before(s.ExpiresAt) {
+		return nil, bad
+	}
+	secret, err := randomToken(32)
+	if err != nil {
+		return nil, err
+	}
+	next := sid + "." + secret
+	expires := a.now().Add(a.cfg.RefreshTTL).UTC()
+	switch err := a.store.RotateSession(ctx, sid, hashSecret(refreshToken), hashSecret(next), expires); {
+	case events.IsConflict(err), events.IsNotFound(err):
+		return nil, bad
+	case err != nil:
+		return nil, err
+	}
+	u, err := a.store.UserByID(ctx, s.UserID)
+	if err != nil {
+		return nil, err
+	}
+	access, err := a.accessToken(u.ID, sid)
+	if err != nil {
+		return nil, err
+	}
+	return &Tokens{User: u, Token: access, RefreshToken: next, ExpiresIn: int(a.cfg.AccessTTL / time.Second)}, nil
+}
+
+// Logout ends a session: its access tokens and refresh token stop working.
+func (a *Auth) Logout(ctx context.Context, sessionID string) error {
+	if err := a.store.DeleteSession(ctx, sessionID); err != nil && !events.IsNotFound(err) {
+		return err
+	}
+	a.forget(ctx, "session:"+sessionID)
+	return nil
+}
+
+func (a *Auth) newSession(ctx context.Context, u *persistence.User) (*Tokens, error) {
+	sid := newID()
+	secret, err := randomToken(32)
+	if err != nil {
+		return nil, err
+	}
+	refresh := sid + "." + secret
+	now := a.now().UTC()
+	s := &persistence.Session{ID: sid, UserID: u.ID, RefreshHash: hashSecret(refresh), CreatedAt: now, ExpiresAt: now.Add(a.cfg.RefreshTTL)}
+	if err := a.store.CreateSession(ctx, s); err != nil {
+		return nil, err
+	}
+	access, err := a.accessToken(u.ID, sid)
+	if err != nil {
+		return nil, err
+	}
+	return &Tokens{User: u, Token: access, RefreshToken: refresh, ExpiresIn: int(a.cfg.AccessTTL / time.Second)}, nil
+}
+
+type accessClaims struct {
+	SessionID string `json:"sid"`
+	jwt.RegisteredClaims
+}
+
+func (a *Auth) accessToken(userID, sessionID string) (string, error) {
+	now := a.now()
+	claims := accessClaims{
+		SessionID: sessionID,
+		RegisteredClaims: jwt.RegisteredClaims{
+			Issuer:    tokenIssuer,
+			Subject:   userID,
+			Audience:  jwt.ClaimStrings{tokenAudience},
+			IssuedAt:  jwt.NewNumericDate(now),
+			ExpiresAt: jwt.NewNumericDate(now.Add(a.cfg.AccessTTL)),
+			ID:        newID(),
+		},
+	}
+	return jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(a.cfg.Secret)
+}
+
+// Authenticate checks a bearer credential: an API key (it starts with
+// APIKeyPrefix) or a JWT access token whose session is still open.
+func (a *Auth) Authenticate(ctx context.Context, credential string) (*Principal, error) {
+	if credential == "" {
+		return nil, events.Errorf(events.CodeUnauthorized, "authentication required")
+	}
+	if strings.HasPrefix(credential, APIKeyPrefix) {
+		return a.authenticateKey(ctx, credential)
+	}
+	return a.authenticateToken(ctx, credential)
+}
+
+func (a *Auth) authenticateToken(ctx context.Context, token string) (*Principal, error) {
+	var claims accessClaims
+	_, err := jwt.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return a.cfg.Secret, nil },
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+		jwt.WithIssuer(tokenIssuer),
+		jwt.WithAudience(tokenAudience),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithTimeFunc(a.now),
+	)
+	if err != nil || claims.Subject == "" || claims.SessionID == "" {
+		return nil, events.Errorf(events.CodeUnauthorized, "the token is not valid")
+	}
+	p := &Principal{UserID: claims.Subject, SessionID: claims.SessionID}
+	key := "session:" + claims.SessionID
+	var cached Principal
+	if a.lookup(ctx, key, &cached) && cached.UserID == p.UserID {
+		return p, nil
+	}
+	s, err := a.store.SessionByID(ctx, claims.SessionID)
+	if events.IsNotFound(err) || (err == nil && (s.UserID != p.UserID || !a.now().Before(s.ExpiresAt))) {
+		return nil, events.Errorf(events.CodeUnauthorized, "the session has ended")
+	}
+	if err != nil {
+		return nil, err
+	}
+	a.remember(ctx, key, p, minDuration(sessionCacheTTL, s.ExpiresAt.Sub(a.now())))
+	return p, nil
+}
+
+func (a *Auth) authenticateKey(ctx context.Context, key string) (*Principal, error) {
+	hash := hashSecret(key)
+	ckey := "apikey:" + hash
+	var p Principal
+	if a.lookup(ctx, ckey, &p) {
+		return &p, nil
+	}
+	k, err := a.store.APIKeyByHash(ctx, hash)
+	if events.IsNotFound(err) {
+		return nil, events.Errorf(events.CodeUnauthorized, "the API key is not valid")
+	}
+	if err != nil {
+		return nil, err
+	}
+	p = Principal{UserID: k.UserID, APIKeyID: k.ID}
+	a.remember(ctx, ckey, &p, sessionCacheTTL)
+	return &p, nil
+}
+
+// CreateAPIKey makes a key for the user; the secret is returned only here.
+func (a *Auth) CreateAPIKey(ctx context.Context, userID, name string) (*persistence.APIKey, string, error) {
+	secret, err := randomToken(32)
+	if err != nil {
+		return nil, "", err
+	}
+	key := APIKeyPrefix + secret
+	k := &persistence.APIKey{
+		ID: newID(), UserID: userID, Name: name, Prefix: key[:len(APIKeyPrefix)+6],
+		Hash: hashSecret(key), CreatedAt: a.now().UTC(),
+	}
+	if err := a.store.CreateAPIKey(ctx, k); err != nil {
+		return nil, "", err
+	}
+	return k, key, nil
+}
+
+// DeleteAPIKey revokes a key. The cached entry is dropped at once, so every
+// process stops accepting the key on its next request.
+func (a *Auth) DeleteAPIKey(ctx context.Context, userID, id string) error {
+	keys, err := a.store.ListAPIKeys(ctx, userID)
+	if err != nil {
+		return err
+	}
+	var hash string
+	for _, k := range keys {
+		if k.ID == id {
+			hash = k.Hash
+		}
+	}
+	if err := a.store.DeleteAPIKey(ctx, userID, id); err != nil {
+		return err
+	}
+	if hash != "" {
+		a.forget(ctx, "apikey:"+hash)
+	}
+	return nil
+}
+
+// lookup reads a cached principal; any Redis failure is a miss.
+func (a *Auth) lookup(ctx context.Context, key string, p *Principal) bool {
+	if a.cache == nil {
+		return false
+	}
+	ok, err := a.cache.Get(ctx, key, p)
+	if err != nil {
+		a.log.Warn("cache read failed; using the store", "err", err)
+	}
+	return ok
+}
+
+func (a *Auth) remember(ctx context.Context, key string, p *Principal, ttl time.Duration) {
+	if a.cache == nil || ttl <= 0 {
+		return
+	}
+	if err := a.cache.Set(ctx, key, p, ttl); err != nil {
+		a.log.Warn("cache write failed", "err", err)
+	}
+}
+
+func (a *Auth) forget(ctx context.Context, key string) {
+	if a.cache == nil {
+		return
+	}
+	if err := a.cache.Del(ctx, key); err != nil {
+		a.log.Error("cache delete failed; a revoked credential may be served from Redis until its TTL", "err", err)
+	}
+}
+
+// hashSecret is the stored form of a high-entropy secret (API key or
+// refresh token). These carry 256 random bits, so a fast hash is enough and
+// keeps every authenticated request cheap; passwords use bcrypt instead.
+func hashSecret(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+func randomToken(n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// newID returns a time-ordered unique id (ULID).
+func newID() string { return strings.ToLower(ulid.Make().String()) }
+
+func minDuration(a, b time.Duration) time.Duration {
+	if a < b {
+		return a
+	}
+	return b
+}

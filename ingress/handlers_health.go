@@ -1,0 +1,69 @@
+package ingress
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+)
+
+type checkResult struct {
+	Name      string  `json:"name"`
+	Status    string  `json:"status"`
+	LatencyMs float64 `json:"latencyMs"`
+	Error     string  `json:"error,omitempty"`
+}
+
+// runChecks pings every dependency at once, each with a short deadline.
+func (s *Server) runChecks(ctx context.Context) ([]checkResult, bool) {
+	out := make([]checkResult, len(s.deps.Checks))
+	var wg sync.WaitGroup
+	for i, ch := range s.deps.Checks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			start := time.Now()
+			err := ch.Ping(cctx)
+			r := checkResult{Name: ch.Name, Status: "up", LatencyMs: float64(time.Since(start).Microseconds()) / 1000}
+			if err != nil {
+				r.Status, r.Error = "down", "unreachable"
+				s.deps.Log.Warn("dependency check failed", "dependency", ch.Name, "err", err)
+			}
+			out[i] = r
+		}()
+	}
+	wg.Wait()
+	ok := true
+	for _, r := range out {
+		ok = ok && r.Status == "up"
+	}
+	return out, ok
+}
+
+func (s *Server) healthz(c *fiber.Ctx) error {
+	return c.JSON(fiber.Map{"status": "ok"})
+}
+
+func (s *Server) readyz(c *fiber.Ctx) error {
+	results, ok := s.runChecks(c.UserContext())
+	status := fiber.StatusOK
+	word := "ready"
+	if !ok {
+		status, word = fiber.StatusServiceUnavailable, "not_ready"
+	}
+	return c.Status(status).JSON(fiber.Map{"status": word, "checks": results})
+}
+
+// dashboardHealth reports each dependency with its status and latency.
+// Consumer lag per node type joins it with the execution engine.
+func (s *Server) dashboardHealth(c *fiber.Ctx) error {
+	results, ok := s.runChecks(c.UserContext())
+	word := "healthy"
+	if !ok {
+		word = "degraded"
+	}
+	return c.JSON(fiber.Map{"status": word, "dependencies": results})
+}

@@ -1,0 +1,183 @@
+package ingress
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/adaptor"
+	"github.com/gofiber/fiber/v2/middleware/cors"
+	"github.com/gofiber/fiber/v2/middleware/recover"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/weftdev/weft/persistence"
+	"github.com/weftdev/weft/persistence/redis"
+)
+
+// Config is the ingress's behaviour. The zero value of each field means the
+// documented default.
+type Config struct {
+	// BodyLimit caps a request body in bytes; past it the answer is 413.
+	// Default 1 MiB.
+	BodyLimit int
+	// CORSOrigins lists the origins browsers may call from ("*" for any).
+	// Empty means no CORS headers: only same-origin browser calls.
+	CORSOrigins []string
+	// RateIP is the budget of requests per client IP. Default 1200/min.
+	RateIP redis.Limit
+	// RateUser is the budget of requests per authenticated user. Default 1200/min.
+	RateUser redis.Limit
+	// RateAuth is the budget per client IP of register, login and refresh,
+	// which guess passwords and tokens. Default 30/min.
+	RateAuth redis.Limit
+	// RateFailClosed answers 503 when Redis cannot be asked about a rate
+	// limit. By default such a request is let through (fail open).
+	RateFailClosed bool
+	// TrustProxy reads the client IP from X-Forwarded-For when the direct
+	// peer is in one of these CIDRs.
+	TrustedProxies []string
+	// Auth configures tokens and passwords.
+	Auth AuthConfig
+}
+
+// Check is a named dependency probe for /readyz and the health dashboard.
+type Check struct {
+	Name string
+	Ping func(ctx context.Context) error
+}
+
+// Deps are the parts the ingress talks to.
+type Deps struct {
+	Store    persistence.Store
+	Cache    *redis.Cache
+	Limiter  *redis.Limiter
+	Checks   []Check
+	Log      *slog.Logger
+	Registry *prometheus.Registry
+	Now      func() time.Time
+}
+
+// Server is the HTTP API.
+type Server struct {
+	cfg     Config
+	deps    Deps
+	auth    *Auth
+	app     *fiber.App
+	metrics *httpMetrics
+}
+
+// New builds the API.
+func New(cfg Config, deps Deps) (*Server, error) {
+	if deps.Store == nil {
+		return nil, errors.New("ingress: a store is required")
+	}
+	if deps.Log == nil {
+		deps.Log = slog.New(slog.DiscardHandler)
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	if deps.Registry == nil {
+		deps.Registry = prometheus.NewRegistry()
+	}
+	if cfg.BodyLimit == 0 {
+		cfg.BodyLimit = 1 << 20
+	}
+	if cfg.RateIP.IsZero() {
+		cfg.RateIP = redis.PerMinute(1200)
+	}
+	if cfg.RateUser.IsZero() {
+		cfg.RateUser = redis.PerMinute(1200)
+	}
+	if cfg.RateAuth.IsZero() {
+		cfg.RateAuth = redis.PerMinute(30)
+	}
+	auth, err := NewAuth(cfg.Auth, deps.Store, deps.Cache, deps.Log, deps.Now)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, deps: deps, auth: auth, metrics: newHTTPMetrics(deps.Registry)}
+	s.app = fiber.New(fiber.Config{
+		AppName:                 "weft",
+		BodyLimit:               cfg.BodyLimit,
+		ErrorHandler:            errorHandler(deps.Log),
+		DisableStartupMessage:   true,
+		ReadTimeout:             30 * time.Second,
+		IdleTimeout:             120 * time.Second,
+		EnableTrustedProxyCheck: len(cfg.TrustedProxies) > 0,
+		TrustedProxies:          cfg.TrustedProxies,
+		ProxyHeader:             proxyHeader(cfg.TrustedProxies),
+	})
+	s.routes()
+	return s, nil
+}
+
+func proxyHeader(trusted []string) string {
+	if len(trusted) > 0 {
+		return fiber.HeaderXForwardedFor
+	}
+	return ""
+}
+
+// Auth returns the credential service.
+func (s *Server) Auth() *Auth { return s.auth }
+
+// App returns the Fiber app, for tests that call it without a socket.
+func (s *Server) App() *fiber.App { return s.app }
+
+// Serve answers requests on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error { return s.app.Listener(ln) }
+
+// Shutdown stops accepting requests and waits for those in flight, up to
+// ctx's deadline.
+func (s *Server) Shutdown(ctx context.Context) error { return s.app.ShutdownWithContext(ctx) }
+
+func (s *Server) routes() {
+	app := s.app
+	app.Use(recover.New())
+	app.Use(s.metrics.middleware)
+	if len(s.cfg.CORSOrigins) > 0 {
+		app.Use(cors.New(cors.Config{
+			AllowOrigins:  strings.Join(s.cfg.CORSOrigins, ","),
+			AllowHeaders:  "Authorization, Content-Type, X-API-Key, Idempotency-Key",
+			AllowMethods:  "GET,POST,PUT,DELETE,OPTIONS",
+			ExposeHeaders: "Retry-After",
+			MaxAge:        600,
+		}))
+	}
+
+	app.Get("/healthz", s.healthz)
+	app.Get("/readyz", s.readyz)
+	app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(s.deps.Registry, promhttp.HandlerOpts{})))
+
+	api := app.Group("/api", requireJSON, s.limitIP)
+	authg := api.Group("/auth")
+	authg.Post("/register", s.limitAuth, s.register)
+	authg.Post("/login", s.limitAuth, s.login)
+	authg.Post("/refresh", s.limitAuth, s.refresh)
+
+	priv := api.Group("", s.authenticate, s.limitUser)
+	priv.Get("/auth/me", s.me)
+	priv.Post("/auth/logout", s.logout)
+	priv.Post("/auth/api-keys", s.createAPIKey)
+	priv.Get("/auth/api-keys", s.listAPIKeys)
+	priv.Delete("/auth/api-keys/:id", s.deleteAPIKey)
+
+	priv.Post("/workflows", s.createWorkflow)
+	priv.Get("/workflows", s.listWorkflows)
+	priv.Get("/workflows/:id", s.getWorkflow)
+	priv.Get("/workflows/:id/versions/:version", s.getWorkflowVersion)
+	priv.Put("/workflows/:id", s.updateWorkflow)
+	priv.Delete("/workflows/:id", s.deleteWorkflow)
+
+	priv.Get("/dashboard/health", s.dashboardHealth)
+
+	app.Use(func(c *fiber.Ctx) error {
+		return fiber.NewError(fiber.StatusNotFound, "no route "+c.Method()+" "+c.Path())
+	})
+}

@@ -1,0 +1,146 @@
+package mongo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/weftdev/weft/events"
+	"github.com/weftdev/weft/persistence"
+)
+
+// Collection names.
+const (
+	colUsers            = "users"
+	colAPIKeys          = "apiKeys"
+	colSessions         = "sessions"
+	colUsedRefreshes    = "usedRefreshHashes"
+	colWorkflows        = "workflows"
+	colWorkflowVersions = "workflowVersions"
+)
+
+// Store is the MongoDB persistence.Store. It works against MongoDB and
+// FerretDB v1 alike, so it uses no transactions.
+type Store struct {
+	client *mongo.Client
+	db     *mongo.Database
+	now    func() time.Time
+}
+
+var _ persistence.Store = (*Store)(nil)
+
+// Open connects to uri, uses the named database and creates the indexes
+// the store relies on (unique emails, key hashes) before returning.
+func Open(ctx context.Context, uri, database string) (*Store, error) {
+	client, err := mongo.Connect(options.Client().ApplyURI(uri))
+	if err != nil {
+		return nil, fmt.Errorf("mongo: connect: %w", err)
+	}
+	s := &Store{client: client, db: client.Database(database), now: time.Now}
+	if err := s.Ping(ctx); err != nil {
+		_ = client.Disconnect(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	if err := s.createIndexes(ctx); err != nil {
+		_ = client.Disconnect(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	return s, nil
+}
+
+// createIndexes is idempotent: creating an index that exists with the same
+// keys and options is a no-op, so every start may run it.
+func (s *Store) createIndexes(ctx context.Context) error {
+	index := func(name string, unique bool, keys bson.D) mongo.IndexModel {
+		return mongo.IndexModel{Keys: keys, Options: options.Index().SetName(name).SetUnique(unique)}
+	}
+	for col, models := range map[string][]mongo.IndexModel{
+		colUsers: {index("email_unique", true, bson.D{{Key: "email", Value: 1}})},
+		colAPIKeys: {
+			index("hash_unique", true, bson.D{{Key: "hash", Value: 1}}),
+			index("user_id", false, bson.D{{Key: "userId", Value: 1}, {Key: "_id", Value: -1}}),
+		},
+		colSessions:      {index("user", false, bson.D{{Key: "userId", Value: 1}})},
+		colUsedRefreshes: {index("session", false, bson.D{{Key: "sessionId", Value: 1}})},
+		colWorkflows: {
+			index("user_live_id", false, bson.D{{Key: "userId", Value: 1}, {Key: "deleted", Value: 1}, {Key: "_id", Value: -1}}),
+		},
+		// Versions are found by _id "<workflowId>:<version>", which is also
+		// what makes each version number claimable only once.
+		colWorkflowVersions: {index("workflow_version", false, bson.D{{Key: "workflowId", Value: 1}, {Key: "version", Value: 1}})},
+	} {
+		if _, err := s.db.Collection(col).Indexes().CreateMany(ctx, models); err != nil {
+			return fmt.Errorf("mongo: create indexes on %s: %w", col, err)
+		}
+	}
+	return nil
+}
+
+// Ping checks that the server answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.client.Ping(ctx, nil); err != nil {
+		return fmt.Errorf("mongo: ping: %w", err)
+	}
+	return nil
+}
+
+// Close disconnects the client, waiting for in-flight operations.
+func (s *Store) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.client.Disconnect(ctx); err != nil {
+		return fmt.Errorf("mongo: disconnect: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) col(name string) *mongo.Collection { return s.db.Collection(name) }
+
+// stamp returns t, or the store's clock when the caller left it zero, at
+// the millisecond precision BSON dates keep.
+func (s *Store) stamp(t time.Time) time.Time {
+	if t.IsZero() {
+		t = s.now()
+	}
+	return t.UTC().Truncate(time.Millisecond)
+}
+
+// internal wraps a driver error so the caller sees CodeInternal and the
+// cause stays in the chain for logging.
+func internal(err error) error {
+	return &events.Error{Code: events.CodeInternal, Message: "store error", Err: fmt.Errorf("mongo: %w", err)}
+}
+
+// insertErr maps a duplicate key to a conflict.
+func insertErr(err error, what string) error {
+	if mongo.IsDuplicateKeyError(err) {
+		return events.Errorf(events.CodeConflict, "%s already exists", what)
+	}
+	return internal(err)
+}
+
+// findErr maps no document to not found.
+func findErr(err error, what string) error {
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return events.Errorf(events.CodeNotFound, "%s not found", what)
+	}
+	return internal(err)
+}
+
+// clampLimit applies the listing bounds: 20 by default, 1 to 100.
+func clampLimit(n int) int {
+	switch {
+	case n == 0:
+		return 20
+	case n < 1:
+		return 1
+	case n > 100:
+		return 100
+	}
+	return n
+}

@@ -1,0 +1,196 @@
+package mongo_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/FerretDB/FerretDB/ferretdb"
+	"github.com/stretchr/testify/require"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.uber.org/goleak"
+
+	"github.com/weftdev/weft/events"
+	"github.com/weftdev/weft/persistence"
+	weftmongo "github.com/weftdev/weft/persistence/mongo"
+	"github.com/weftdev/weft/persistence/storetest"
+)
+
+// uri is the server every test uses: WEFT_TEST_MONGO_URI when set (a real
+// MongoDB), otherwise a FerretDB v1 started in this process on SQLite.
+var (
+	uri   string
+	admin *mongo.Client
+	dbSeq atomic.Int64
+)
+
+func TestMain(m *testing.M) { os.Exit(run(m)) }
+
+func run(m *testing.M) int {
+	uri = os.Getenv("WEFT_TEST_MONGO_URI")
+	stop := func() {}
+	if uri == "" {
+		var err error
+		if stop, err = startFerretDB(); err != nil {
+			fmt.Fprintln(os.Stderr, "start FerretDB:", err)
+			return 1
+		}
+	}
+	var err error
+	if admin, err = mongo.Connect(options.Client().ApplyURI(uri)); err != nil {
+		stop()
+		fmt.Fprintln(os.Stderr, "connect:", err)
+		return 1
+	}
+	code := m.Run()
+	_ = admin.Disconnect(context.Background())
+	// Stop FerretDB before looking for leaks: its goroutines end with it.
+	stop()
+	if code == 0 {
+		code = leaks()
+	}
+	return code
+}
+
+// startFerretDB runs FerretDB with its SQLite handler in a temporary
+// directory and returns a func that stops it and waits for it to finish.
+func startFerretDB() (stop func(), err error) {
+	dir, err := os.MkdirTemp("", "weft-ferretdb-")
+	if err != nil {
+		return nil, err
+	}
+	f, err := ferretdb.New(&ferretdb.Config{
+		Listener: ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
+		// FerretDB logs every connection at info level; tests want quiet.
+		Logger:    slog.New(slog.DiscardHandler),
+		Handler:   "sqlite",
+		SQLiteURL: "file:" + dir + "/",
+	})
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = f.Run(ctx)
+	}()
+	// MongoDBURI waits for Run to have opened the listener.
+	uri = f.MongoDBURI()
+	return func() {
+		cancel()
+		<-done
+		_ = os.RemoveAll(dir)
+	}, nil
+}
+
+func leaks() int {
+	if err := goleak.Find(); err != nil {
+		fmt.Fprintln(os.Stderr, "goleak:", err)
+		return 1
+	}
+	return 0
+}
+
+// open gives each test its own database, dropped when the test ends, and
+// returns its name for tests that look behind the store.
+func open(t *testing.T) (*weftmongo.Store, string) {
+	t.Helper()
+	name := fmt.Sprintf("weft_test_%d_%d", os.Getpid(), dbSeq.Add(1))
+	s, err := weftmongo.Open(t.Context(), uri, name)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		require.NoError(t, admin.Database(name).Drop(ctx))
+		require.NoError(t, s.Close())
+	})
+	return s, name
+}
+
+func TestStore(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, func(t *testing.T) persistence.Store {
+		s, _ := open(t)
+		return s
+	})
+}
+
+// TestHeadRepair writes behind the store's back to fake the two ways a
+// workflow head can lag its history: an update that crashed after
+// appending its entry, and (FerretDB v1) a slow update putting an older
+// head back. Reads must see through both and repair the head.
+func TestHeadRepair(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s, name := open(t)
+	db := admin.Database(name)
+	const id, user = "01JREPAIR", "01JUSER"
+	ts := time.Date(2025, 1, 2, 3, 4, 5, 6e6, time.UTC)
+
+	w := &persistence.Workflow{ID: id, UserID: user, Name: "v1", Definition: json.RawMessage(`{"v":1}`), CreatedAt: ts}
+	require.NoError(t, s.CreateWorkflow(ctx, w))
+	for _, v := range []string{"v2", "v3"} {
+		require.NoError(t, s.UpdateWorkflow(ctx, &persistence.Workflow{ID: id, UserID: user, Name: v, Definition: json.RawMessage(`{}`)}))
+	}
+	// The crashed update: entry 4 exists, the head never moved to it.
+	_, err := db.Collection("workflowVersions").InsertOne(ctx, bson.D{
+		{Key: "_id", Value: id + ":4"}, {Key: "workflowId", Value: id}, {Key: "userId", Value: user},
+		{Key: "version", Value: 4}, {Key: "name", Value: "v4"}, {Key: "description", Value: ""},
+		{Key: "definition", Value: `{"v":4}`}, {Key: "createdAt", Value: ts}, {Key: "updatedAt", Value: ts},
+		{Key: "deleted", Value: false},
+	})
+	require.NoError(t, err)
+	regress := func(version int) {
+		t.Helper()
+		_, err := db.Collection("workflows").UpdateOne(ctx, bson.D{{Key: "_id", Value: id}},
+			bson.D{{Key: "$set", Value: bson.D{{Key: "version", Value: version}, {Key: "name", Value: "stale"}, {Key: "deleted", Value: false}}}})
+		require.NoError(t, err)
+	}
+	regress(1)
+
+	list, _, err := s.ListWorkflows(ctx, user, persistence.Page{})
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+	require.Equal(t, 4, list[0].Version)
+	require.Equal(t, "v4", list[0].Name)
+	var head struct {
+		Version int `bson:"version"`
+	}
+	require.NoError(t, db.Collection("workflows").FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&head))
+	require.Equal(t, 4, head.Version, "the read repaired the stored head")
+
+	regress(2)
+	got, err := s.GetWorkflow(ctx, user, id)
+	require.NoError(t, err)
+	require.Equal(t, 4, got.Version)
+	require.JSONEq(t, `{"v":4}`, string(got.Definition))
+
+	regress(3)
+	up := &persistence.Workflow{ID: id, UserID: user, Name: "v5", Definition: json.RawMessage(`{}`)}
+	require.NoError(t, s.UpdateWorkflow(ctx, up))
+	require.Equal(t, 5, up.Version, "an update after a crash takes the next free version")
+
+	// A stale head must not bring back a deleted workflow.
+	require.NoError(t, s.DeleteWorkflow(ctx, user, id))
+	regress(5)
+	_, err = s.GetWorkflow(ctx, user, id)
+	require.True(t, events.IsNotFound(err), "got %v", err)
+	regress(5)
+	list, _, err = s.ListWorkflows(ctx, user, persistence.Page{})
+	require.NoError(t, err)
+	require.Empty(t, list)
+	_, err = s.GetWorkflowVersion(ctx, user, id, 6)
+	require.True(t, events.IsNotFound(err), "the tombstone is not a version: %v", err)
+	v5, err := s.GetWorkflowVersion(ctx, user, id, 5)
+	require.NoError(t, err)
+	require.Equal(t, "v5", v5.Name)
+}

@@ -1,0 +1,122 @@
+package redis
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// Connect opens a client for a redis:// or rediss:// URL and checks that the
+// server answers.
+func Connect(ctx context.Context, url string) (*goredis.Client, error) {
+	opts, err := goredis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("redis url: %w", err)
+	}
+	// Short timeouts: Redis is a cache here, and a slow cache must not hold
+	// a request longer than going to the store would.
+	opts.DialTimeout = 500 * time.Millisecond
+	opts.ReadTimeout = 500 * time.Millisecond
+	opts.WriteTimeout = 500 * time.Millisecond
+	opts.MaxRetries = 1
+	rdb := goredis.NewClient(opts)
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := rdb.Ping(pctx).Err(); err != nil {
+		_ = rdb.Close()
+		return nil, fmt.Errorf("redis ping: %w", err)
+	}
+	return rdb, nil
+}
+
+// Cache stores JSON values under one key prefix, so several Weft
+// deployments (or tests) can share a Redis server without colliding.
+type Cache struct {
+	rdb    goredis.UniversalClient
+	prefix string
+}
+
+// NewCache returns a cache whose keys all start with prefix.
+func NewCache(rdb goredis.UniversalClient, prefix string) *Cache {
+	return &Cache{rdb: rdb, prefix: prefix}
+}
+
+// Client returns the underlying client.
+func (c *Cache) Client() goredis.UniversalClient { return c.rdb }
+
+// Key returns the full key for name.
+func (c *Cache) Key(name string) string { return c.prefix + name }
+
+// Get decodes the value at key into v. It reports false, nil on a miss.
+func (c *Cache) Get(ctx context.Context, key string, v any) (bool, error) {
+	b, err := c.rdb.Get(ctx, c.prefix+key).Bytes()
+	if errors.Is(err, goredis.Nil) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		// A value we cannot read is as good as absent; drop it.
+		_ = c.rdb.Del(ctx, c.prefix+key).Err()
+		return false, nil
+	}
+	return true, nil
+}
+
+// Set stores v at key for ttl.
+func (c *Cache) Set(ctx context.Context, key string, v any, ttl time.Duration) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return c.rdb.Set(ctx, c.prefix+key, b, ttl).Err()
+}
+
+// Del removes keys.
+func (c *Cache) Del(ctx context.Context, keys ...string) error {
+	full := make([]string, len(keys))
+	for i, k := range keys {
+		full[i] = c.prefix + k
+	}
+	return c.rdb.Del(ctx, full...).Err()
+}
+
+// Ping checks that Redis answers.
+func (c *Cache) Ping(ctx context.Context) error { return c.rdb.Ping(ctx).Err() }
+
+// Limit is a rate: Rate events per Period, with bursts up to Burst.
+type Limit = redis_rate.Limit
+
+// PerMinute is a limit of n events a minute with a burst of n.
+func PerMinute(n int) Limit { return redis_rate.PerMinute(n) }
+
+// Limiter is a GCRA rate limiter kept in Redis, so a limit holds across
+// every ingress replica.
+type Limiter struct {
+	rl     *redis_rate.Limiter
+	prefix string
+}
+
+// NewLimiter returns a limiter whose keys start with prefix.
+func NewLimiter(rdb goredis.UniversalClient, prefix string) *Limiter {
+	return &Limiter{rl: redis_rate.NewLimiter(rdb), prefix: prefix}
+}
+
+// Allow takes one event from key's budget. When the budget is spent it
+// reports false and how long until the next event is allowed.
+func (l *Limiter) Allow(ctx context.Context, key string, limit Limit) (bool, time.Duration, error) {
+	res, err := l.rl.Allow(ctx, l.prefix+key, limit)
+	if err != nil {
+		return false, 0, err
+	}
+	if res.Allowed > 0 {
+		return true, 0, nil
+	}
+	return false, res.RetryAfter, nil
+}

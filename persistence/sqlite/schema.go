@@ -1,0 +1,98 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// migrations are applied in order; the database's user_version is the
+// number already applied. Append new steps, never edit a released one.
+var migrations = []string{
+	// 1: the initial schema.
+	`
+CREATE TABLE users (
+	id            TEXT PRIMARY KEY,
+	email         TEXT NOT NULL UNIQUE,
+	name          TEXT NOT NULL,
+	password_hash TEXT NOT NULL,
+	created_at    INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE api_keys (
+	id         TEXT PRIMARY KEY,
+	user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+	name       TEXT NOT NULL,
+	prefix     TEXT NOT NULL,
+	hash       TEXT NOT NULL UNIQUE,
+	created_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX api_keys_user ON api_keys (user_id, id);
+
+CREATE TABLE sessions (
+	id           TEXT PRIMARY KEY,
+	user_id      TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+	refresh_hash TEXT NOT NULL,
+	created_at   INTEGER NOT NULL,
+	expires_at   INTEGER NOT NULL
+) STRICT;
+CREATE INDEX sessions_user ON sessions (user_id);
+
+CREATE TABLE workflows (
+	id          TEXT PRIMARY KEY,
+	user_id     TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+	name        TEXT NOT NULL,
+	description TEXT NOT NULL,
+	version     INTEGER NOT NULL,
+	created_at  INTEGER NOT NULL,
+	updated_at  INTEGER NOT NULL,
+	deleted     INTEGER NOT NULL DEFAULT 0
+) STRICT;
+-- Listings walk live workflows of one user by id, newest first.
+CREATE INDEX workflows_user_live ON workflows (user_id, id) WHERE deleted = 0;
+
+CREATE TABLE workflow_versions (
+	workflow_id TEXT NOT NULL REFERENCES workflows (id) ON DELETE CASCADE,
+	version     INTEGER NOT NULL,
+	name        TEXT NOT NULL,
+	description TEXT NOT NULL,
+	definition  TEXT NOT NULL,
+	created_at  INTEGER NOT NULL,
+	PRIMARY KEY (workflow_id, version)
+) STRICT, WITHOUT ROWID;
+`,
+}
+
+// migrate brings the schema up to date in one transaction, so a failed
+// step leaves the database as it was.
+func migrate(ctx context.Context, db *sql.DB) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlite: migrate: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+
+	var applied int
+	if err := tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&applied); err != nil {
+		return fmt.Errorf("sqlite: migrate: read user_version: %w", err)
+	}
+	if applied > len(migrations) {
+		return fmt.Errorf("sqlite: migrate: database is at schema version %d, newer than this binary (%d)", applied, len(migrations))
+	}
+	for i := applied; i < len(migrations); i++ {
+		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+			return fmt.Errorf("sqlite: migrate: step %d: %w", i+1, err)
+		}
+	}
+	if applied == len(migrations) {
+		return nil
+	}
+	// PRAGMA takes no bound parameters; the value is our own integer.
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, len(migrations))); err != nil {
+		return fmt.Errorf("sqlite: migrate: set user_version: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlite: migrate: %w", err)
+	}
+	return nil
+}
