@@ -33,7 +33,9 @@ func viewTokens(t *Tokens) tokensView {
 // fieldChecks collects field problems so a request hears of all at once.
 type fieldChecks []events.FieldError
 
-func (f *fieldChecks) add(path, msg string) { *f = append(*f, events.FieldError{Path: path, Message: msg}) }
+func (f *fieldChecks) add(path, msg string) {
+	*f = append(*f, events.FieldError{Path: path, Message: msg})
+}
 
 func (f fieldChecks) err() error {
 	if len(f) == 0 {
