@@ -6,17 +6,21 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/weftdev/weft/persistence/mongo/mongotest"
 )
 
 // bundle is one running `weft dev` wiring and a client for its API.
@@ -225,16 +229,43 @@ func TestDevUsesGivenURLs(t *testing.T) {
 	require.Equal(t, 200, b.call(t, "GET", "/api/auth/me", u.Token, nil).Status)
 }
 
+// ferret is the MongoDB-protocol server of the serve tests, started by the
+// first test that needs it and stopped before the leak check.
+var ferret struct {
+	once sync.Once
+	uri  string
+	stop func()
+	err  error
+}
+
+func mongoURI(t *testing.T) string {
+	t.Helper()
+	ferret.once.Do(func() { ferret.uri, ferret.stop, ferret.err = mongotest.Start() })
+	require.NoError(t, ferret.err)
+	return ferret.uri
+}
+
 func TestMain(m *testing.M) {
 	// go-redis logs every failed dial; the Redis-down tests make many.
 	goredis.SetLogger(quietRedis{})
-	goleak.VerifyTestMain(m,
-		// fasthttp's worker pool sweeper sleeps out its interval after Stop.
-		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*workerPool).Start.func2"),
-		// fasthttp's Date header clock is one goroutine per process, for good.
-		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1"),
-		// go-redis retries a dead server's dial once a second until Close is seen.
-		goleak.IgnoreAnyFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).tryDial"))
+	code := m.Run()
+	if ferret.stop != nil {
+		ferret.stop()
+	}
+	if code == 0 {
+		err := goleak.Find(
+			// fasthttp's worker pool sweeper sleeps out its interval after Stop.
+			goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*workerPool).Start.func2"),
+			// fasthttp's Date header clock is one goroutine per process, for good.
+			goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1"),
+			// go-redis retries a dead server's dial once a second until Close is seen.
+			goleak.IgnoreAnyFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).tryDial"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 type quietRedis struct{}

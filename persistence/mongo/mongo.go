@@ -53,13 +53,15 @@ func Open(ctx context.Context, uri, database string) (*Store, error) {
 	return s, nil
 }
 
-// createIndexes is idempotent: creating an index that exists with the same
-// keys and options is a no-op, so every start may run it.
+// createIndexes runs at every start and creates the indexes that are not
+// there yet. It asks first rather than relying on createIndexes being a
+// no-op for existing indexes: MongoDB treats it so, but FerretDB v1 drops
+// the connection when a batch names an index that exists.
 func (s *Store) createIndexes(ctx context.Context) error {
-	index := func(name string, unique bool, keys bson.D) mongo.IndexModel {
-		return mongo.IndexModel{Keys: keys, Options: options.Index().SetName(name).SetUnique(unique)}
+	index := func(name string, unique bool, keys bson.D) indexSpec {
+		return indexSpec{name: name, unique: unique, keys: keys}
 	}
-	for col, models := range map[string][]mongo.IndexModel{
+	for col, specs := range map[string][]indexSpec{
 		colUsers: {index("email_unique", true, bson.D{{Key: "email", Value: 1}})},
 		colAPIKeys: {
 			index("hash_unique", true, bson.D{{Key: "hash", Value: 1}}),
@@ -74,11 +76,45 @@ func (s *Store) createIndexes(ctx context.Context) error {
 		// what makes each version number claimable only once.
 		colWorkflowVersions: {index("workflow_version", false, bson.D{{Key: "workflowId", Value: 1}, {Key: "version", Value: 1}})},
 	} {
-		if _, err := s.db.Collection(col).Indexes().CreateMany(ctx, models); err != nil {
+		missing, err := s.missingIndexes(ctx, col, specs)
+		if err != nil {
+			return err
+		}
+		if len(missing) == 0 {
+			continue
+		}
+		if _, err := s.db.Collection(col).Indexes().CreateMany(ctx, missing); err != nil {
 			return fmt.Errorf("mongo: create indexes on %s: %w", col, err)
 		}
 	}
 	return nil
+}
+
+// indexSpec is one index the store needs.
+type indexSpec struct {
+	name   string
+	unique bool
+	keys   bson.D
+}
+
+// missingIndexes returns models of the specs whose names the collection
+// lacks.
+func (s *Store) missingIndexes(ctx context.Context, col string, specs []indexSpec) ([]mongo.IndexModel, error) {
+	existing, err := s.db.Collection(col).Indexes().ListSpecifications(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("mongo: list indexes on %s: %w", col, err)
+	}
+	have := make(map[string]bool, len(existing))
+	for _, sp := range existing {
+		have[sp.Name] = true
+	}
+	var missing []mongo.IndexModel
+	for _, sp := range specs {
+		if !have[sp.name] {
+			missing = append(missing, mongo.IndexModel{Keys: sp.keys, Options: options.Index().SetName(sp.name).SetUnique(sp.unique)})
+		}
+	}
+	return missing, nil
 }
 
 // Ping checks that the server answers.

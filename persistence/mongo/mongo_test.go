@@ -4,13 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"os"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/FerretDB/FerretDB/ferretdb"
 	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -20,11 +18,11 @@ import (
 	"github.com/weftdev/weft/events"
 	"github.com/weftdev/weft/persistence"
 	weftmongo "github.com/weftdev/weft/persistence/mongo"
+	"github.com/weftdev/weft/persistence/mongo/mongotest"
 	"github.com/weftdev/weft/persistence/storetest"
 )
 
-// uri is the server every test uses: WEFT_TEST_MONGO_URI when set (a real
-// MongoDB), otherwise a FerretDB v1 started in this process on SQLite.
+// uri is the server every test uses (see mongotest.Start).
 var (
 	uri   string
 	admin *mongo.Client
@@ -34,16 +32,14 @@ var (
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
 func run(m *testing.M) int {
-	uri = os.Getenv("WEFT_TEST_MONGO_URI")
-	stop := func() {}
-	if uri == "" {
-		var err error
-		if stop, err = startFerretDB(); err != nil {
-			fmt.Fprintln(os.Stderr, "start FerretDB:", err)
-			return 1
-		}
+	var (
+		stop func()
+		err  error
+	)
+	if uri, stop, err = mongotest.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "start FerretDB:", err)
+		return 1
 	}
-	var err error
 	if admin, err = mongo.Connect(options.Client().ApplyURI(uri)); err != nil {
 		stop()
 		fmt.Fprintln(os.Stderr, "connect:", err)
@@ -57,39 +53,6 @@ func run(m *testing.M) int {
 		code = leaks()
 	}
 	return code
-}
-
-// startFerretDB runs FerretDB with its SQLite handler in a temporary
-// directory and returns a func that stops it and waits for it to finish.
-func startFerretDB() (stop func(), err error) {
-	dir, err := os.MkdirTemp("", "weft-ferretdb-")
-	if err != nil {
-		return nil, err
-	}
-	f, err := ferretdb.New(&ferretdb.Config{
-		Listener: ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
-		// FerretDB logs every connection at info level; tests want quiet.
-		Logger:    slog.New(slog.DiscardHandler),
-		Handler:   "sqlite",
-		SQLiteURL: "file:" + dir + "/",
-	})
-	if err != nil {
-		_ = os.RemoveAll(dir)
-		return nil, err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = f.Run(ctx)
-	}()
-	// MongoDBURI waits for Run to have opened the listener.
-	uri = f.MongoDBURI()
-	return func() {
-		cancel()
-		<-done
-		_ = os.RemoveAll(dir)
-	}, nil
 }
 
 func leaks() int {
@@ -193,4 +156,19 @@ func TestHeadRepair(t *testing.T) {
 	v5, err := s.GetWorkflowVersion(ctx, user, id, 5)
 	require.NoError(t, err)
 	require.Equal(t, "v5", v5.Name)
+}
+
+// TestReopen opens a store on a database that already has its collections
+// and indexes, as every restart of a Weft process does.
+func TestReopen(t *testing.T) {
+	t.Parallel()
+	first, name := open(t)
+	u := &persistence.User{ID: "01JREOPEN", Email: "reopen@example.com", Name: "R", PasswordHash: "h"}
+	require.NoError(t, first.CreateUser(t.Context(), u))
+	second, err := weftmongo.Open(t.Context(), uri, name)
+	require.NoError(t, err)
+	defer second.Close()
+	got, err := second.UserByEmail(t.Context(), "reopen@example.com")
+	require.NoError(t, err)
+	require.Equal(t, u.ID, got.ID)
 }
