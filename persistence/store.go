@@ -120,6 +120,7 @@ type Store interface {
 	APIKeys
 	Sessions
 	Workflows
+	Executions
 	// Ping checks that the store answers.
 	Ping(ctx context.Context) error
 	Close() error
