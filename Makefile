@@ -7,7 +7,7 @@ PKGS    := ./...
 # server when WEFT_TEST_REDIS_URL names one (CI starts redis-server).
 REDIS_PKGS := ./cmd/... ./ingress/... ./persistence/redis/...
 
-.PHONY: all build run test vet fmt-check tidy-check clean
+.PHONY: all build run test vet fmt-check tidy-check clean bench
 
 all: build
 
@@ -16,6 +16,12 @@ build:
 
 run: build
 	./$(BIN) dev
+
+# Load benchmarks against a fresh `weft dev`, beside the raw JetStream rate
+# measured in the same run; prints a table. BENCH_FLAGS="-sustain 0" skips
+# the 5-minute sustained phase; -hop-per-node compares the engine modes.
+bench: build
+	$(GO) run ./cmd/weft-bench -weft ./$(BIN) $(BENCH_FLAGS)
 
 vet:
 	$(GO) vet $(PKGS)

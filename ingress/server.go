@@ -6,17 +6,22 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/adaptor"
 	"github.com/gofiber/fiber/v2/middleware/cors"
 	"github.com/gofiber/fiber/v2/middleware/recover"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/weftdev/weft/events"
 	"github.com/weftdev/weft/persistence"
 	"github.com/weftdev/weft/persistence/redis"
+	"github.com/weftdev/weft/workers/flow"
 )
 
 // Config is the ingress's behaviour. The zero value of each field means the
@@ -51,9 +56,18 @@ type Check struct {
 	Ping func(ctx context.Context) error
 }
 
+// Graphs compiles workflow versions, once per process.
+type Graphs interface {
+	Graph(ctx context.Context, w *persistence.Workflow) (*flow.Graph, error)
+}
+
 // Deps are the parts the ingress talks to.
 type Deps struct {
 	Store    persistence.Store
+	Auth     *Auth // built from Config.Auth when nil
+	NC       *nats.Conn
+	JS       jetstream.JetStream
+	Graphs   Graphs
 	Cache    *redis.Cache
 	Limiter  *redis.Limiter
 	Checks   []Check
@@ -69,12 +83,16 @@ type Server struct {
 	auth    *Auth
 	app     *fiber.App
 	metrics *httpMetrics
+	waiters *waiters
+	runSub  *nats.Subscription
+	done    chan struct{}
+	once    sync.Once
 }
 
 // New builds the API.
 func New(cfg Config, deps Deps) (*Server, error) {
-	if deps.Store == nil {
-		return nil, errors.New("ingress: a store is required")
+	if deps.Store == nil || deps.NC == nil || deps.JS == nil || deps.Graphs == nil {
+		return nil, errors.New("ingress: a store, a NATS connection and a graph compiler are required")
 	}
 	if deps.Log == nil {
 		deps.Log = slog.New(slog.DiscardHandler)
@@ -97,11 +115,22 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if cfg.RateAuth.IsZero() {
 		cfg.RateAuth = redis.PerMinute(30)
 	}
-	auth, err := NewAuth(cfg.Auth, deps.Store, deps.Cache, deps.Log, deps.Now)
-	if err != nil {
+	auth := deps.Auth
+	if auth == nil {
+		var err error
+		if auth, err = NewAuth(cfg.Auth, deps.Store, deps.Cache, deps.Log, deps.Now); err != nil {
+			return nil, err
+		}
+	}
+	s := &Server{cfg: cfg, deps: deps, auth: auth, metrics: newHTTPMetrics(deps.Registry), done: make(chan struct{})}
+	var err error
+	if s.waiters, err = startWaiters(deps.NC); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, deps: deps, auth: auth, metrics: newHTTPMetrics(deps.Registry)}
+	if s.runSub, err = deps.NC.QueueSubscribe(events.SubjectRun, "weft-ingress", s.serveRun); err != nil {
+		s.waiters.stop()
+		return nil, err
+	}
 	s.app = fiber.New(fiber.Config{
 		AppName:                 "weft",
 		BodyLimit:               cfg.BodyLimit,
@@ -135,7 +164,14 @@ func (s *Server) Serve(ln net.Listener) error { return s.app.Listener(ln) }
 
 // Shutdown stops accepting requests and waits for those in flight, up to
 // ctx's deadline.
-func (s *Server) Shutdown(ctx context.Context) error { return s.app.ShutdownWithContext(ctx) }
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.once.Do(func() {
+		close(s.done)
+		_ = s.runSub.Drain()
+		s.waiters.stop()
+	})
+	return s.app.ShutdownWithContext(ctx)
+}
 
 func (s *Server) routes() {
 	app := s.app
@@ -174,6 +210,13 @@ func (s *Server) routes() {
 	priv.Get("/workflows/:id/versions/:version", s.getWorkflowVersion)
 	priv.Put("/workflows/:id", s.updateWorkflow)
 	priv.Delete("/workflows/:id", s.deleteWorkflow)
+
+	priv.Post("/executions", s.createExecution)
+	priv.Get("/executions", s.listExecutions)
+	priv.Get("/executions/:id", s.getExecution)
+	priv.Post("/executions/:id/cancel", s.cancelExecution)
+	priv.Get("/executions/:id/events", s.executionEvents)
+	priv.Get("/executions/:id/logs", s.executionLogs)
 
 	priv.Get("/dashboard/health", s.dashboardHealth)
 

@@ -18,21 +18,26 @@ import (
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/weftdev/weft/events"
 	"github.com/weftdev/weft/ingress"
 	"github.com/weftdev/weft/persistence"
 	mongostore "github.com/weftdev/weft/persistence/mongo"
 	"github.com/weftdev/weft/persistence/redis"
 	"github.com/weftdev/weft/persistence/sqlite"
+	"github.com/weftdev/weft/workers"
+	"github.com/weftdev/weft/workers/nodes"
 )
 
 // Modes of a Weft process.
 const (
-	ModeDev   = "dev"
-	ModeServe = "serve"
+	ModeDev    = "dev"
+	ModeServe  = "serve"
+	ModeWorker = "worker"
 )
 
 // Roles a process can run.
@@ -51,7 +56,14 @@ type Config struct {
 	NATSPort    int // embedded NATS port, 0 for a free one
 	RedisPort   int // embedded Redis port, 0 for a free one
 	Roles       []string
-	JWTSecret   string // dev: generated and kept in DataDir when empty
+	Types       []string // node types this process runs tasks for; empty: all
+	JWTSecret   string   // dev: generated and kept in DataDir when empty
+
+	HopPerNode     bool // send pure nodes through JetStream too (benchmarks compare)
+	NATSSyncAlways bool // embedded NATS fsyncs every write
+	StreamReplicas int
+	Concurrency    int
+	NodeTimeout    time.Duration // default node timeout; tasks' AckWait is twice it
 
 	CORSOrigins    []string
 	RatePerMinute  int
@@ -78,6 +90,14 @@ func (c *Config) Validate() error {
 			c.DataDir = "./.weft"
 		}
 		c.Roles = knownRoles
+	case ModeWorker:
+		c.Roles = []string{"workers"}
+		if c.NATSURL == "" {
+			problems = append(problems, "WEFT_NATS_URL (--nats) is required by weft worker")
+		}
+		if c.MongoURI == "" && c.DataDir == "" {
+			problems = append(problems, "weft worker needs WEFT_MONGO_URI (--mongo), or --data for a SQLite store shared on one host")
+		}
 	case ModeServe:
 		for name, v := range map[string]string{"WEFT_NATS_URL (--nats)": c.NATSURL, "WEFT_MONGO_URI (--mongo)": c.MongoURI, "WEFT_REDIS_URL (--redis)": c.RedisURL, "WEFT_JWT_SECRET": c.JWTSecret} {
 			if v == "" {
@@ -119,8 +139,11 @@ type Main struct {
 
 	closers []func()
 	nc      *nats.Conn
+	js      jetstream.JetStream
 	store   persistence.Store
 	rdb     goredis.UniversalClient
+	auth    *ingress.Auth
+	engine  *workers.Engine
 	api     *ingress.Server
 }
 
@@ -138,7 +161,7 @@ func (m *Main) Run(ctx context.Context) error {
 			return fmt.Errorf("data dir: %w", err)
 		}
 	}
-	steps := []func(context.Context) error{m.startNATS, m.startStore, m.startRedis, m.startIngress}
+	steps := []func(context.Context) error{m.startNATS, m.startStore, m.startRedis, m.startAuth, m.startEngine, m.startIngress}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
 			return err
@@ -173,6 +196,7 @@ func (m *Main) startNATS(ctx context.Context) error {
 			StoreDir:   filepath.Join(m.Config.DataDir, "nats"),
 			NoSigs:     true,
 			NoLog:      true,
+			SyncAlways: m.Config.NATSSyncAlways,
 		})
 		if err != nil {
 			return fmt.Errorf("embedded nats: %w", err)
@@ -190,7 +214,69 @@ func (m *Main) startNATS(ctx context.Context) error {
 		return fmt.Errorf("nats %s: %w", redact(url), err)
 	}
 	m.onClose(func() { _ = nc.Drain(); waitClosed(nc) })
-	m.nc, m.NATSURL = nc, url
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	if err := workers.EnsureStreams(ctx, js, m.settings()); err != nil {
+		return err
+	}
+	m.nc, m.js, m.NATSURL = nc, js, url
+	return nil
+}
+
+func (m *Main) settings() events.Settings {
+	return events.Settings{Replicas: m.Config.StreamReplicas, NodeTimeout: m.Config.NodeTimeout}
+}
+
+// startAuth builds the credential checker the API and the starter share.
+func (m *Main) startAuth(ctx context.Context) error {
+	secret, err := m.jwtSecret()
+	if err != nil {
+		return err
+	}
+	var cache *redis.Cache
+	if m.rdb != nil {
+		cache = redis.NewCache(m.rdb, m.Config.RedisPrefix)
+	}
+	m.auth, err = ingress.NewAuth(ingress.AuthConfig{Secret: secret, BcryptCost: m.Config.BcryptCost}, m.store, cache, m.Log, nil)
+	return err
+}
+
+// startEngine builds the engine (the API compiles workflows with it) and,
+// in the workers role, starts the starter, the reconciler and the pools.
+func (m *Main) startEngine(ctx context.Context) error {
+	verify := func(ctx context.Context, credential string) (string, error) {
+		p, err := m.auth.Authenticate(ctx, credential)
+		if err != nil {
+			return "", err
+		}
+		return p.UserID, nil
+	}
+	e, err := workers.New(workers.Config{
+		HopPerNode:  m.Config.HopPerNode,
+		Concurrency: m.Config.Concurrency,
+		Settings:    m.settings(),
+		Log:         m.Log,
+	}, m.nc, m.js, m.store, verify)
+	if err != nil {
+		return err
+	}
+	m.engine = e
+	if !slices.Contains(m.Config.Roles, "workers") {
+		return nil
+	}
+	var types []string
+	for _, t := range m.Config.Types {
+		types = append(types, strings.ToUpper(t))
+	}
+	if len(types) == 0 {
+		types = nodes.Types()
+	}
+	if err := e.Start(ctx, types); err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	m.onClose(e.Stop)
 	return nil
 }
 
@@ -229,6 +315,10 @@ func (m *Main) startStore(ctx context.Context) error {
 
 func (m *Main) startRedis(ctx context.Context) error {
 	url := m.Config.RedisURL
+	if url == "" && m.Config.Mode == ModeWorker {
+		// A worker without Redis checks credentials against the store.
+		return nil
+	}
 	if url == "" {
 		e, err := redis.StartEmbedded(fmt.Sprintf("127.0.0.1:%d", m.Config.RedisPort))
 		if err != nil {
@@ -250,10 +340,6 @@ func (m *Main) startIngress(ctx context.Context) error {
 	if !slices.Contains(m.Config.Roles, "ingress") {
 		return nil
 	}
-	secret, err := m.jwtSecret()
-	if err != nil {
-		return err
-	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	limit := redis.PerMinute(m.Config.RatePerMinute)
@@ -262,9 +348,12 @@ func (m *Main) startIngress(ctx context.Context) error {
 		RateIP:         limit,
 		RateUser:       limit,
 		RateFailClosed: m.Config.RateFailClosed,
-		Auth:           ingress.AuthConfig{Secret: secret, BcryptCost: m.Config.BcryptCost},
 	}, ingress.Deps{
 		Store:    m.store,
+		Auth:     m.auth,
+		NC:       m.nc,
+		JS:       m.js,
+		Graphs:   m.engine,
 		Cache:    redis.NewCache(m.rdb, m.Config.RedisPrefix),
 		Limiter:  redis.NewLimiter(m.rdb, m.Config.RedisPrefix+"rate:"),
 		Log:      m.Log,
@@ -304,6 +393,13 @@ func (m *Main) startIngress(ctx context.Context) error {
 func (m *Main) jwtSecret() ([]byte, error) {
 	if m.Config.JWTSecret != "" {
 		return []byte(m.Config.JWTSecret), nil
+	}
+	if m.Config.Mode == ModeWorker {
+		// A worker verifies API keys against the store; without the
+		// secret it cannot check JWTs, so direct submissions need a key.
+		buf := make([]byte, 32)
+		_, err := rand.Read(buf)
+		return []byte(hex.EncodeToString(buf)), err
 	}
 	if m.Config.Mode != ModeDev {
 		return nil, errors.New("WEFT_JWT_SECRET is required")

@@ -38,6 +38,13 @@ func envInt(name string, def int) int {
 	return def
 }
 
+func envDuration(name string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(name)); err == nil {
+		return d
+	}
+	return def
+}
+
 func envBool(name string) bool {
 	b, _ := strconv.ParseBool(os.Getenv(name))
 	return b
@@ -50,7 +57,7 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
-	root.AddCommand(devCmd(), serveCmd())
+	root.AddCommand(devCmd(), serveCmd(), workerCmd())
 	return root
 }
 
@@ -67,6 +74,11 @@ func commonFlags(cmd *cobra.Command, c *Config) {
 	f.IntVar(&c.RatePerMinute, "rate-per-minute", envInt("WEFT_RATE_PER_MINUTE", 1200), "requests per minute per user and per IP (WEFT_RATE_PER_MINUTE)")
 	f.BoolVar(&c.RateFailClosed, "rate-fail-closed", envBool("WEFT_RATE_FAIL_CLOSED"), "answer 503 when rate limits cannot be checked (WEFT_RATE_FAIL_CLOSED)")
 	f.StringVar(&c.LogLevel, "log-level", env("WEFT_LOG_LEVEL", "info"), "debug, info, warn or error (WEFT_LOG_LEVEL)")
+	f.BoolVar(&c.HopPerNode, "hop-per-node", envBool("WEFT_HOP_PER_NODE"), "send pure nodes through JetStream too, instead of running them inline (WEFT_HOP_PER_NODE)")
+	f.IntVar(&c.Concurrency, "concurrency", envInt("WEFT_CONCURRENCY", 64), "messages each consumer works on at once (WEFT_CONCURRENCY)")
+	f.IntVar(&c.StreamReplicas, "stream-replicas", envInt("WEFT_STREAM_REPLICAS", 1), "replicas of every JetStream stream: 3 on a production cluster (WEFT_STREAM_REPLICAS)")
+	f.DurationVar(&c.NodeTimeout, "node-timeout", envDuration("WEFT_NODE_TIMEOUT", 30*time.Second), "timeout of a node that sets none; a task is redelivered after twice this without a heartbeat (WEFT_NODE_TIMEOUT)")
+	f.StringSliceVar(&c.Types, "types", splitList(env("WEFT_TYPES", "")), "node types to run tasks for, e.g. http_request,ai_processor; empty: all (WEFT_TYPES)")
 	c.JWTSecret = os.Getenv("WEFT_JWT_SECRET")
 }
 
@@ -95,6 +107,7 @@ func devCmd() *cobra.Command {
 	f.StringVar(&c.DataDir, "data", env("WEFT_DATA_DIR", "./.weft"), "data directory of the embedded servers (WEFT_DATA_DIR)")
 	f.IntVar(&c.NATSPort, "nats-port", envInt("WEFT_NATS_PORT", 0), "port of the embedded NATS server, 0 for a free one (WEFT_NATS_PORT)")
 	f.IntVar(&c.RedisPort, "redis-port", envInt("WEFT_REDIS_PORT", 0), "port of the embedded Redis server, 0 for a free one (WEFT_REDIS_PORT)")
+	f.BoolVar(&c.NATSSyncAlways, "nats-sync-always", envBool("WEFT_NATS_SYNC_ALWAYS"), "the embedded NATS fsyncs every write (WEFT_NATS_SYNC_ALWAYS)")
 	return cmd
 }
 
@@ -110,6 +123,21 @@ func serveCmd() *cobra.Command {
 	}
 	commonFlags(cmd, &c)
 	cmd.Flags().StringSliceVar(&c.Roles, "roles", splitList(env("WEFT_ROLES", "ingress,workers,projector")), "roles to run: ingress, workers, projector (WEFT_ROLES)")
+	return cmd
+}
+
+func workerCmd() *cobra.Command {
+	var c Config
+	cmd := &cobra.Command{
+		Use:   "worker",
+		Short: "One worker pool: the starter and the node types given by --types, against external NATS and store",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c.Mode = ModeWorker
+			return runUntilSignal(cmd.Context(), c)
+		},
+	}
+	commonFlags(cmd, &c)
+	cmd.Flags().StringVar(&c.DataDir, "data", env("WEFT_DATA_DIR", ""), "directory of a SQLite store shared with the other processes of this host, when no --mongo is given (WEFT_DATA_DIR)")
 	return cmd
 }
 

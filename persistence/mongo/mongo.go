@@ -22,6 +22,11 @@ const (
 	colUsedRefreshes    = "usedRefreshHashes"
 	colWorkflows        = "workflows"
 	colWorkflowVersions = "workflowVersions"
+	colExecutions       = "executions"
+	colExecutionKeys    = "executionKeys"
+	colExecutionFinals  = "executionFinals"
+	colExecutionNodes   = "executionNodes"
+	colExecutionLogs    = "executionLogs"
 )
 
 // Store is the MongoDB persistence.Store. It works against MongoDB and
@@ -75,6 +80,22 @@ func (s *Store) createIndexes(ctx context.Context) error {
 		// Versions are found by _id "<workflowId>:<version>", which is also
 		// what makes each version number claimable only once.
 		colWorkflowVersions: {index("workflow_version", false, bson.D{{Key: "workflowId", Value: 1}, {Key: "version", Value: 1}})},
+		// Executions are listed per user, by workflow or by status, newest
+		// first; the reconciler walks the queued and running by age.
+		colExecutions: {
+			index("user_id", false, bson.D{{Key: "userId", Value: 1}, {Key: "_id", Value: -1}}),
+			index("user_workflow_id", false, bson.D{{Key: "userId", Value: 1}, {Key: "workflowId", Value: 1}, {Key: "_id", Value: -1}}),
+			index("user_status_id", false, bson.D{{Key: "userId", Value: 1}, {Key: "status", Value: 1}, {Key: "_id", Value: -1}}),
+			index("status_created", false, bson.D{{Key: "status", Value: 1}, {Key: "createdAt", Value: 1}}),
+		},
+		// Keys are claimed by _id "<userId>:<key>" and need no other index.
+		// Finals answer listings by a final status.
+		colExecutionFinals: {
+			index("user_status_id", false, bson.D{{Key: "userId", Value: 1}, {Key: "status", Value: 1}, {Key: "_id", Value: -1}}),
+			index("user_workflow_status_id", false, bson.D{{Key: "userId", Value: 1}, {Key: "workflowId", Value: 1}, {Key: "status", Value: 1}, {Key: "_id", Value: -1}}),
+		},
+		colExecutionNodes: {index("execution", false, bson.D{{Key: "executionId", Value: 1}})},
+		colExecutionLogs:  {index("execution_at", false, bson.D{{Key: "executionId", Value: 1}, {Key: "at", Value: 1}, {Key: "_id", Value: 1}})},
 	} {
 		missing, err := s.missingIndexes(ctx, col, specs)
 		if err != nil {

@@ -172,3 +172,78 @@ func TestReopen(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, u.ID, got.ID)
 }
+
+// TestExecutionRepair writes behind the store's back to fake what a
+// crash or (FerretDB v1) a stale replace leaves: an execution document
+// that still says running although its final state was recorded, and an
+// idempotency key claimed by a create that never inserted its execution.
+func TestExecutionRepair(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s, name := open(t)
+	db := admin.Database(name)
+	const user = "01JUSER"
+	ts := time.Date(2025, 1, 2, 3, 4, 5, 6e6, time.UTC)
+
+	e := &persistence.Execution{ID: "01JEXEC1", UserID: user, WorkflowID: "01JWF", WorkflowVersion: 1, Inputs: json.RawMessage(`{}`), CreatedAt: ts}
+	_, _, err := s.CreateExecution(ctx, e)
+	require.NoError(t, err)
+	res, err := s.ApplyExecution(ctx, persistence.ExecutionUpdate{ID: e.ID, Start: &ts,
+		Finish: &persistence.Finish{Status: persistence.StatusCompleted, Output: json.RawMessage(`{"ok":true}`), At: ts}})
+	require.NoError(t, err)
+	require.True(t, res.Finished)
+	regress := func() {
+		t.Helper()
+		_, err := db.Collection("executions").UpdateOne(ctx, bson.D{{Key: "_id", Value: e.ID}},
+			bson.D{{Key: "$set", Value: bson.D{{Key: "status", Value: "running"}}}, {Key: "$unset", Value: bson.D{{Key: "output", Value: ""}, {Key: "finishedAt", Value: ""}}}})
+		require.NoError(t, err)
+	}
+
+	regress()
+	got, err := s.GetExecution(ctx, user, e.ID)
+	require.NoError(t, err)
+	require.Equal(t, persistence.StatusCompleted, got.Status)
+	require.JSONEq(t, `{"ok":true}`, string(got.Output))
+	var doc struct {
+		Status string `bson:"status"`
+	}
+	require.NoError(t, db.Collection("executions").FindOne(ctx, bson.D{{Key: "_id", Value: e.ID}}).Decode(&doc))
+	require.Equal(t, persistence.StatusCompleted, doc.Status, "the read repaired the stored document")
+
+	regress()
+	running, _, err := s.ListExecutions(ctx, user, persistence.ExecutionFilter{Status: persistence.StatusRunning}, persistence.Page{})
+	require.NoError(t, err)
+	require.Empty(t, running)
+	regress()
+	completed, _, err := s.ListExecutions(ctx, user, persistence.ExecutionFilter{Status: persistence.StatusCompleted}, persistence.Page{})
+	require.NoError(t, err)
+	require.Len(t, completed, 1)
+	require.Equal(t, persistence.StatusCompleted, completed[0].Status)
+	regress()
+	unfinished, err := s.UnfinishedExecutions(ctx, ts.Add(time.Hour), 10)
+	require.NoError(t, err)
+	require.Empty(t, unfinished)
+	regress()
+	res, err = s.ApplyExecution(ctx, persistence.ExecutionUpdate{ID: e.ID, Reload: true,
+		Finish: &persistence.Finish{Status: persistence.StatusCancelled, At: ts}})
+	require.NoError(t, err)
+	require.False(t, res.Finished, "the recorded end stays")
+	require.Equal(t, persistence.StatusCompleted, res.Execution.Status)
+
+	// A create that claimed its key and stopped: the next create with the
+	// key finishes it and returns it.
+	orphan := bson.D{{Key: "_id", Value: "01JEXEC2"}, {Key: "userId", Value: user}, {Key: "workflowId", Value: "01JWF"},
+		{Key: "workflowVersion", Value: 1}, {Key: "status", Value: "queued"}, {Key: "inputs", Value: `{"a":1}`},
+		{Key: "idempotencyKey", Value: "k1"}, {Key: "createdAt", Value: ts}}
+	_, err = db.Collection("executionKeys").InsertOne(ctx, bson.D{{Key: "_id", Value: user + ":k1"}, {Key: "userId", Value: user},
+		{Key: "executionId", Value: "01JEXEC2"}, {Key: "execution", Value: orphan}})
+	require.NoError(t, err)
+	stored, created, err := s.CreateExecution(ctx, &persistence.Execution{ID: "01JEXEC3", UserID: user, WorkflowID: "01JWF",
+		WorkflowVersion: 1, IdempotencyKey: "k1", CreatedAt: ts})
+	require.NoError(t, err)
+	require.False(t, created)
+	require.Equal(t, "01JEXEC2", stored.ID)
+	require.Equal(t, `{"a":1}`, string(stored.Inputs))
+	_, err = s.GetExecution(ctx, user, "01JEXEC3")
+	require.True(t, events.IsNotFound(err), "got %v", err)
+}

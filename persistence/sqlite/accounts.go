@@ -13,9 +13,12 @@ import (
 // CreateUser stores u; a taken email or id is a conflict.
 func (s *Store) CreateUser(ctx context.Context, u *persistence.User) error {
 	u.CreatedAt = s.stamp(u.CreatedAt)
-	_, err := s.write.ExecContext(ctx,
-		`INSERT INTO users (id, email, name, password_hash, created_at) VALUES (?, ?, ?, ?, ?)`,
-		u.ID, u.Email, u.Name, u.PasswordHash, toMillis(u.CreatedAt))
+	err := s.do(ctx, func(t *wtx) error {
+		_, err := t.exec(
+			`INSERT INTO users (id, email, name, password_hash, created_at) VALUES (?, ?, ?, ?, ?)`,
+			u.ID, u.Email, u.Name, u.PasswordHash, toMillis(u.CreatedAt))
+		return err
+	})
 	if err != nil {
 		return constraint(err, "user")
 	}
@@ -50,9 +53,12 @@ func (s *Store) user(ctx context.Context, where string, arg any) (*persistence.U
 // CreateAPIKey stores k; a reused hash or id is a conflict.
 func (s *Store) CreateAPIKey(ctx context.Context, k *persistence.APIKey) error {
 	k.CreatedAt = s.stamp(k.CreatedAt)
-	_, err := s.write.ExecContext(ctx,
-		`INSERT INTO api_keys (id, user_id, name, prefix, hash, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		k.ID, k.UserID, k.Name, k.Prefix, k.Hash, toMillis(k.CreatedAt))
+	err := s.do(ctx, func(t *wtx) error {
+		_, err := t.exec(
+			`INSERT INTO api_keys (id, user_id, name, prefix, hash, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+			k.ID, k.UserID, k.Name, k.Prefix, k.Hash, toMillis(k.CreatedAt))
+		return err
+	})
 	if err != nil {
 		return constraint(err, "api key")
 	}
@@ -105,16 +111,21 @@ func (s *Store) ListAPIKeys(ctx context.Context, userID string) ([]persistence.A
 
 // DeleteAPIKey removes the user's key; another user's key is not found.
 func (s *Store) DeleteAPIKey(ctx context.Context, userID, id string) error {
-	return s.execOne(ctx, "api key", `DELETE FROM api_keys WHERE id = ? AND user_id = ?`, id, userID)
+	return s.do(ctx, func(t *wtx) error {
+		return t.execOne("api key", `DELETE FROM api_keys WHERE id = ? AND user_id = ?`, id, userID)
+	})
 }
 
 // CreateSession stores a new login.
 func (s *Store) CreateSession(ctx context.Context, sess *persistence.Session) error {
 	sess.CreatedAt = s.stamp(sess.CreatedAt)
 	sess.ExpiresAt = sess.ExpiresAt.UTC().Truncate(time.Millisecond)
-	_, err := s.write.ExecContext(ctx,
-		`INSERT INTO sessions (id, user_id, refresh_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
-		sess.ID, sess.UserID, sess.RefreshHash, toMillis(sess.CreatedAt), toMillis(sess.ExpiresAt))
+	err := s.do(ctx, func(t *wtx) error {
+		_, err := t.exec(
+			`INSERT INTO sessions (id, user_id, refresh_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
+			sess.ID, sess.UserID, sess.RefreshHash, toMillis(sess.CreatedAt), toMillis(sess.ExpiresAt))
+		return err
+	})
 	if err != nil {
 		return constraint(err, "session")
 	}
@@ -139,34 +150,38 @@ func (s *Store) SessionByID(ctx context.Context, id string) (*persistence.Sessio
 }
 
 // RotateSession swaps the refresh hash with one conditional UPDATE: the
-// single writer connection makes the compare and the set atomic.
+// single writer makes the compare and the set atomic.
 func (s *Store) RotateSession(ctx context.Context, id, oldHash, newHash string, expiresAt time.Time) error {
-	res, err := s.write.ExecContext(ctx,
-		`UPDATE sessions SET refresh_hash = ?, expires_at = ? WHERE id = ? AND refresh_hash = ?`,
-		newHash, toMillis(expiresAt), id, oldHash)
-	if err != nil {
-		return internal(err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return internal(err)
-	}
-	if n == 1 {
-		return nil
-	}
-	// Nothing matched: tell a used token from a missing session.
-	var one int
-	err = s.write.QueryRowContext(ctx, `SELECT 1 FROM sessions WHERE id = ?`, id).Scan(&one)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return events.Errorf(events.CodeNotFound, "session not found")
-	case err != nil:
-		return internal(err)
-	}
-	return events.Errorf(events.CodeConflict, "refresh token already used")
+	return s.do(ctx, func(t *wtx) error {
+		res, err := t.exec(
+			`UPDATE sessions SET refresh_hash = ?, expires_at = ? WHERE id = ? AND refresh_hash = ?`,
+			newHash, toMillis(expiresAt), id, oldHash)
+		if err != nil {
+			return internal(err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return internal(err)
+		}
+		if n == 1 {
+			return nil
+		}
+		// Nothing matched: tell a used token from a missing session.
+		var one int
+		err = t.queryRow(`SELECT 1 FROM sessions WHERE id = ?`, id).Scan(&one)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return events.Errorf(events.CodeNotFound, "session not found")
+		case err != nil:
+			return internal(err)
+		}
+		return events.Errorf(events.CodeConflict, "refresh token already used")
+	})
 }
 
 // DeleteSession ends a login; a missing session is not found.
 func (s *Store) DeleteSession(ctx context.Context, id string) error {
-	return s.execOne(ctx, "session", `DELETE FROM sessions WHERE id = ?`, id)
+	return s.do(ctx, func(t *wtx) error {
+		return t.execOne("session", `DELETE FROM sessions WHERE id = ?`, id)
+	})
 }

@@ -61,6 +61,62 @@ CREATE TABLE workflow_versions (
 	PRIMARY KEY (workflow_id, version)
 ) STRICT, WITHOUT ROWID;
 `,
+	// 2: executions, their node states and logs. No foreign key to users:
+	// the mongo store cannot check one either, and the engine writes
+	// executions for callers it has already authenticated.
+	`
+CREATE TABLE executions (
+	id               TEXT PRIMARY KEY,
+	user_id          TEXT NOT NULL,
+	workflow_id      TEXT NOT NULL,
+	workflow_version INTEGER NOT NULL,
+	status           TEXT NOT NULL,
+	inputs           TEXT NOT NULL,
+	output           TEXT,
+	error            TEXT,
+	idempotency_key  TEXT NOT NULL DEFAULT '',
+	created_at       INTEGER NOT NULL,
+	started_at       INTEGER,
+	finished_at      INTEGER
+) STRICT;
+-- A key is unique per user; most executions have none.
+CREATE UNIQUE INDEX executions_idempotency ON executions (user_id, idempotency_key)
+	WHERE idempotency_key <> '';
+-- Listings: all of a user's executions, or those of one workflow, or those
+-- in one status, newest (highest id) first.
+CREATE INDEX executions_user ON executions (user_id, id);
+CREATE INDEX executions_user_workflow ON executions (user_id, workflow_id, id);
+CREATE INDEX executions_user_status ON executions (user_id, status, id);
+-- The reconciler's work list. Partial, so it holds only the executions in
+-- flight (a few) rather than every execution ever run, and a finishing
+-- execution leaves it.
+CREATE INDEX executions_unfinished ON executions (created_at, id)
+	WHERE status IN ('queued', 'running');
+
+CREATE TABLE execution_nodes (
+	execution_id TEXT NOT NULL REFERENCES executions (id) ON DELETE CASCADE,
+	node_id      TEXT NOT NULL,
+	type         TEXT NOT NULL,
+	status       TEXT NOT NULL,
+	attempts     INTEGER NOT NULL,
+	started_at   INTEGER,
+	finished_at  INTEGER,
+	output       TEXT,
+	error        TEXT,
+	PRIMARY KEY (execution_id, node_id)
+) STRICT, WITHOUT ROWID;
+
+-- seq (the rowid) keeps lines in the order they were appended.
+CREATE TABLE execution_logs (
+	seq          INTEGER PRIMARY KEY,
+	execution_id TEXT NOT NULL REFERENCES executions (id) ON DELETE CASCADE,
+	node_id      TEXT NOT NULL,
+	at           INTEGER NOT NULL,
+	level        TEXT NOT NULL,
+	message      TEXT NOT NULL
+) STRICT;
+CREATE INDEX execution_logs_execution ON execution_logs (execution_id, at, seq);
+`,
 }
 
 // migrate brings the schema up to date in one transaction, so a failed

@@ -18,10 +18,11 @@ import (
 
 // Store is the embedded persistence.Store: one SQLite file in WAL mode.
 type Store struct {
-	// write has exactly one connection, so writers queue in Go instead of
-	// failing with SQLITE_BUSY, and every write transaction can be
-	// BEGIN IMMEDIATE without deadlocking against another writer.
+	// write has exactly one connection, owned by w once Open returns:
+	// every write goes through w (see writer), so writers queue in Go
+	// instead of failing with SQLITE_BUSY and share commits.
 	write *sql.DB
+	w     *writer
 	// read is a pool of query-only connections; WAL lets them run beside
 	// the writer.
 	read *sql.DB
@@ -49,7 +50,13 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, err
 	}
 	read.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)))
-	return &Store{write: write, read: read, now: time.Now}, nil
+	w, err := newWriter(ctx, write)
+	if err != nil {
+		_ = read.Close()
+		_ = write.Close()
+		return nil, err
+	}
+	return &Store{write: write, read: read, w: w, now: time.Now}, nil
 }
 
 // openDB opens one handle on path. The pragmas are in the DSN so that every
@@ -82,7 +89,11 @@ func openDB(ctx context.Context, path string, readOnly bool) (*sql.DB, error) {
 
 // Ping checks that both the writer and the reader pool answer.
 func (s *Store) Ping(ctx context.Context) error {
-	if err := s.write.PingContext(ctx); err != nil {
+	err := s.do(ctx, func(t *wtx) error {
+		var one int
+		return t.queryRow(`SELECT 1`).Scan(&one)
+	})
+	if err != nil {
 		return fmt.Errorf("sqlite: ping: %w", err)
 	}
 	if err := s.read.PingContext(ctx); err != nil {
@@ -91,9 +102,10 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close closes both handles; the last one to close checkpoints the WAL.
+// Close stops the writer (after the batch it is committing) and closes
+// both handles; the last one to close checkpoints the WAL.
 func (s *Store) Close() error {
-	return errors.Join(s.read.Close(), s.write.Close())
+	return errors.Join(s.w.close(), s.read.Close(), s.write.Close())
 }
 
 // Times are stored as Unix milliseconds: the precision MongoDB keeps, so a
@@ -114,6 +126,9 @@ func (s *Store) stamp(t time.Time) time.Time {
 // primary key clash is a conflict, a missing referenced row (the owner) is
 // not found. Other errors are wrapped as internal.
 func constraint(err error, what string) error {
+	if events.ErrorCode(err) != events.CodeInternal {
+		return err // already coded, such as a closed store
+	}
 	var se *sqlite.Error
 	if errors.As(err, &se) {
 		switch se.Code() {
@@ -138,23 +153,6 @@ func notFound(err error, what string) error {
 		return events.Errorf(events.CodeNotFound, "%s not found", what)
 	}
 	return internal(err)
-}
-
-// execOne runs a statement that must touch exactly one row; none is not
-// found.
-func (s *Store) execOne(ctx context.Context, what, query string, args ...any) error {
-	res, err := s.write.ExecContext(ctx, query, args...)
-	if err != nil {
-		return internal(err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return internal(err)
-	}
-	if n == 0 {
-		return events.Errorf(events.CodeNotFound, "%s not found", what)
-	}
-	return nil
 }
 
 // clampLimit applies the listing bounds: 20 by default, 1 to 100.

@@ -1,12 +1,15 @@
 package sqlite_test
 
 import (
+	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/weftdev/weft/events"
 	"github.com/weftdev/weft/persistence"
 	"github.com/weftdev/weft/persistence/sqlite"
 	"github.com/weftdev/weft/persistence/storetest"
@@ -46,4 +49,50 @@ func TestReopen(t *testing.T) {
 	u, err := s.UserByEmail(ctx, "ann@example.com")
 	require.NoError(t, err)
 	require.Equal(t, "01JREOPEN", u.ID)
+}
+
+// TestGroupCommitIsolation sends many writes at once, some of which fail:
+// they share transactions, but a failing one must not take the others
+// down with it.
+func TestGroupCommitIsolation(t *testing.T) {
+	t.Parallel()
+	s := open(t)
+	ctx := t.Context()
+	require.NoError(t, s.CreateUser(ctx, &persistence.User{ID: "01JTAKEN", Email: "taken@example.com"}))
+
+	const n = 200
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			email := fmt.Sprintf("u%d@example.com", i)
+			if i%3 == 0 {
+				email = "taken@example.com"
+			}
+			errs[i] = s.CreateUser(ctx, &persistence.User{ID: fmt.Sprintf("01JU%04d", i), Email: email})
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		_, lookup := s.UserByID(ctx, fmt.Sprintf("01JU%04d", i))
+		if i%3 == 0 {
+			require.True(t, events.IsConflict(err), "%d: %v", i, err)
+			require.True(t, events.IsNotFound(lookup), "%d: %v", i, lookup)
+			continue
+		}
+		require.NoError(t, err, "%d", i)
+		require.NoError(t, lookup, "%d", i)
+	}
+}
+
+// TestCloseStopsWriter checks that writes after Close fail cleanly rather
+// than hang (goleak in TestMain checks that the writer goroutine ended).
+func TestCloseStopsWriter(t *testing.T) {
+	t.Parallel()
+	s, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "weft.db"))
+	require.NoError(t, err)
+	require.NoError(t, s.Ping(t.Context()))
+	require.NoError(t, s.Close())
+	err = s.CreateUser(t.Context(), &persistence.User{ID: "01JLATE", Email: "late@example.com"})
+	require.Equal(t, events.CodeUnavailable, events.ErrorCode(err))
 }

@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 
 	"github.com/weftdev/weft/persistence"
@@ -14,29 +13,20 @@ func (s *Store) CreateWorkflow(ctx context.Context, w *persistence.Workflow) err
 	w.Version = 1
 	w.CreatedAt = s.stamp(w.CreatedAt)
 	w.UpdatedAt = w.CreatedAt
-	tx, err := s.write.BeginTx(ctx, nil)
-	if err != nil {
-		return internal(err)
-	}
-	defer func() { _ = tx.Rollback() }()
-	_, err = tx.ExecContext(ctx,
-		`INSERT INTO workflows (id, user_id, name, description, version, created_at, updated_at)
-		 VALUES (?, ?, ?, ?, 1, ?, ?)`,
-		w.ID, w.UserID, w.Name, w.Description, toMillis(w.CreatedAt), toMillis(w.UpdatedAt))
-	if err != nil {
-		return constraint(err, "workflow")
-	}
-	if err := insertVersion(ctx, tx, w); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return internal(err)
-	}
-	return nil
+	return s.do(ctx, func(t *wtx) error {
+		_, err := t.exec(
+			`INSERT INTO workflows (id, user_id, name, description, version, created_at, updated_at)
+			 VALUES (?, ?, ?, ?, 1, ?, ?)`,
+			w.ID, w.UserID, w.Name, w.Description, toMillis(w.CreatedAt), toMillis(w.UpdatedAt))
+		if err != nil {
+			return constraint(err, "workflow")
+		}
+		return insertVersion(t, w)
+	})
 }
 
-func insertVersion(ctx context.Context, tx *sql.Tx, w *persistence.Workflow) error {
-	_, err := tx.ExecContext(ctx,
+func insertVersion(t *wtx, w *persistence.Workflow) error {
+	_, err := t.exec(
 		`INSERT INTO workflow_versions (workflow_id, version, name, description, definition, created_at)
 		 VALUES (?, ?, ?, ?, ?, ?)`,
 		w.ID, w.Version, w.Name, w.Description, string(w.Definition), toMillis(w.UpdatedAt))
@@ -85,38 +75,36 @@ func (s *Store) GetWorkflowVersion(ctx context.Context, userID, id string, versi
 }
 
 // UpdateWorkflow appends the next version in one write transaction; the
-// single writer connection serializes racing updates, so each gets its own
+// single writer serializes racing updates, so each gets its own
 // consecutive version.
 func (s *Store) UpdateWorkflow(ctx context.Context, w *persistence.Workflow) error {
-	tx, err := s.write.BeginTx(ctx, nil)
+	var next persistence.Workflow
+	err := s.do(ctx, func(t *wtx) error {
+		var current, created int64
+		err := t.queryRow(
+			`SELECT version, created_at FROM workflows WHERE id = ? AND user_id = ? AND deleted = 0`,
+			w.ID, w.UserID).Scan(&current, &created)
+		if err != nil {
+			return notFound(err, "workflow")
+		}
+		next = persistence.Workflow{
+			ID: w.ID, UserID: w.UserID, Name: w.Name, Description: w.Description,
+			Definition: w.Definition, Version: int(current) + 1,
+			CreatedAt: fromMillis(created), UpdatedAt: s.stamp(s.now()),
+		}
+		if err := insertVersion(t, &next); err != nil {
+			return err
+		}
+		_, err = t.exec(
+			`UPDATE workflows SET name = ?, description = ?, version = ?, updated_at = ? WHERE id = ?`,
+			next.Name, next.Description, next.Version, toMillis(next.UpdatedAt), next.ID)
+		if err != nil {
+			return internal(err)
+		}
+		return nil
+	})
 	if err != nil {
-		return internal(err)
-	}
-	defer func() { _ = tx.Rollback() }()
-
-	var current, created int64
-	err = tx.QueryRowContext(ctx,
-		`SELECT version, created_at FROM workflows WHERE id = ? AND user_id = ? AND deleted = 0`,
-		w.ID, w.UserID).Scan(&current, &created)
-	if err != nil {
-		return notFound(err, "workflow")
-	}
-	next := persistence.Workflow{
-		ID: w.ID, UserID: w.UserID, Name: w.Name, Description: w.Description,
-		Definition: w.Definition, Version: int(current) + 1,
-		CreatedAt: fromMillis(created), UpdatedAt: s.stamp(s.now()),
-	}
-	if err := insertVersion(ctx, tx, &next); err != nil {
 		return err
-	}
-	_, err = tx.ExecContext(ctx,
-		`UPDATE workflows SET name = ?, description = ?, version = ?, updated_at = ? WHERE id = ?`,
-		next.Name, next.Description, next.Version, toMillis(next.UpdatedAt), next.ID)
-	if err != nil {
-		return internal(err)
-	}
-	if err := tx.Commit(); err != nil {
-		return internal(err)
 	}
 	w.Version, w.CreatedAt, w.UpdatedAt = next.Version, next.CreatedAt, next.UpdatedAt
 	return nil
@@ -159,6 +147,8 @@ func (s *Store) ListWorkflows(ctx context.Context, userID string, p persistence.
 // DeleteWorkflow hides the workflow but keeps its versions, which past
 // executions still name.
 func (s *Store) DeleteWorkflow(ctx context.Context, userID, id string) error {
-	return s.execOne(ctx, "workflow",
-		`UPDATE workflows SET deleted = 1 WHERE id = ? AND user_id = ? AND deleted = 0`, id, userID)
+	return s.do(ctx, func(t *wtx) error {
+		return t.execOne("workflow",
+			`UPDATE workflows SET deleted = 1 WHERE id = ? AND user_id = ? AND deleted = 0`, id, userID)
+	})
 }

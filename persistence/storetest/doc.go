@@ -7,7 +7,8 @@
 // user's object is not found), version history, cursor pagination, time
 // precision (milliseconds, UTC) and the races the interface promises to
 // survive (one winner among replayed refresh tokens; concurrent workflow
-// updates landing as consecutive versions). Data is kept small because
-// FerretDB, which the mongo adapter is tested against, scans whole
-// collections.
+// updates landing as consecutive versions; racing creates with one
+// idempotency key, racing terminal node writes and racing finishers each
+// with exactly one winner). Data is kept small because FerretDB, which the
+// mongo adapter is tested against, scans whole collections.
 package storetest

@@ -20,7 +20,7 @@ import (
 // it in t.Cleanup; every subtest opens its own, so they run in parallel.
 func Run(t *testing.T, open func(t *testing.T) persistence.Store) {
 	t.Helper()
-	for _, tc := range []struct {
+	for _, tc := range append([]struct {
 		name string
 		fn   func(t *testing.T, b *bundle)
 	}{
@@ -36,7 +36,7 @@ func Run(t *testing.T, open func(t *testing.T) persistence.Store) {
 		{"WorkflowsOtherUser", testWorkflowsOtherUser},
 		{"WorkflowsDelete", testWorkflowsDelete},
 		{"WorkflowsConcurrentUpdate", testWorkflowsConcurrentUpdate},
-	} {
+	}, executionCases...) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			tc.fn(t, setup(t, open))

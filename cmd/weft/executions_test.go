@@ -1,0 +1,293 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+)
+
+// seedWorkflow is the benchmark's shape: INPUT → TRANSFORM → CONDITION →
+// TRANSFORM (either branch) → OUTPUT.
+func seedWorkflow() map[string]any {
+	return map[string]any{
+		"name": "seed",
+		"nodes": []any{
+			map[string]any{"id": "in", "type": "INPUT", "config": map[string]any{"fields": map[string]any{"text": map[string]any{"type": "string", "required": true}, "n": map[string]any{"type": "number", "default": 2}}}},
+			map[string]any{"id": "shape", "type": "TRANSFORM", "config": map[string]any{"set": map[string]any{"upper": "upper(input.text)", "double": "input.n * 2"}}},
+			map[string]any{"id": "big", "type": "CONDITION", "config": map[string]any{"expression": "nodes.shape.output.double > 10"}},
+			map[string]any{"id": "yes", "type": "TRANSFORM", "config": map[string]any{"set": map[string]any{"verdict": "'big ' + nodes.shape.output.upper"}}},
+			map[string]any{"id": "no", "type": "TRANSFORM", "config": map[string]any{"set": map[string]any{"verdict": "'small ' + nodes.shape.output.upper"}}},
+			map[string]any{"id": "out", "type": "OUTPUT", "config": map[string]any{"value": map[string]any{"verdict": "{{ nodes.yes.output?.verdict ?? nodes.no.output?.verdict }}", "n": "{{ input.n }}"}}},
+		},
+		"edges": []any{
+			map[string]any{"from": "in", "to": "shape"}, map[string]any{"from": "shape", "to": "big"},
+			map[string]any{"from": "big", "to": "yes", "branch": "true"}, map[string]any{"from": "big", "to": "no", "branch": "false"},
+			map[string]any{"from": "yes", "to": "out"}, map[string]any{"from": "no", "to": "out"},
+		},
+	}
+}
+
+func (b *bundle) workflow(t *testing.T, u user, def map[string]any) string {
+	t.Helper()
+	res := b.call(t, "POST", "/api/workflows", u.Token, def)
+	require.Equal(t, 201, res.Status, string(res.Raw))
+	return res.Body["id"].(string)
+}
+
+func nodeStatus(t *testing.T, ex map[string]any, id string) string {
+	t.Helper()
+	n, ok := ex["nodes"].(map[string]any)[id].(map[string]any)
+	require.True(t, ok, "node %s in %v", id, ex["nodes"])
+	return n["status"].(string)
+}
+
+func TestExecutionRunsAndWaits(t *testing.T) {
+	t.Parallel()
+	for _, hop := range []bool{false, true} {
+		name := "inline"
+		if hop {
+			name = "hop-per-node"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, func(c *Config) { c.HopPerNode = hop })
+			u := b.register(t)
+			wf := b.workflow(t, u, seedWorkflow())
+
+			res := b.call(t, "POST", "/api/executions?wait=10s", u.Token, map[string]any{"workflowId": wf, "inputs": map[string]any{"text": "hi", "n": 7}})
+			require.Equal(t, 200, res.Status, string(res.Raw))
+			require.Equal(t, "completed", res.Body["status"], string(res.Raw))
+			require.Equal(t, map[string]any{"verdict": "big HI", "n": 7.0}, res.Body["output"])
+			require.EqualValues(t, 1, res.Body["workflowVersion"])
+			require.Equal(t, "completed", nodeStatus(t, res.Body, "yes"))
+			require.Equal(t, "skipped", nodeStatus(t, res.Body, "no"))
+			require.Nil(t, res.Body["error"])
+			require.NotNil(t, res.Body["durationMs"])
+
+			// The default of n applies, and the other branch runs.
+			res = b.call(t, "POST", "/api/executions?wait=10s", u.Token, map[string]any{"workflowId": wf, "inputs": map[string]any{"text": "hi"}})
+			require.Equal(t, 200, res.Status, string(res.Raw))
+			require.Equal(t, map[string]any{"verdict": "small HI", "n": 2.0}, res.Body["output"])
+			require.Equal(t, "skipped", nodeStatus(t, res.Body, "yes"))
+
+			// GET serves the same execution.
+			got := b.call(t, "GET", "/api/executions/"+res.Body["id"].(string), u.Token, nil)
+			require.Equal(t, 200, got.Status)
+			require.Equal(t, "completed", got.Body["status"])
+			require.Equal(t, res.Body["output"], got.Body["output"])
+		})
+	}
+}
+
+func TestExecutionSubmitThenPoll(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	u := b.register(t)
+	wf := b.workflow(t, u, seedWorkflow())
+	res := b.call(t, "POST", "/api/executions", u.Token, map[string]any{"workflowId": wf, "inputs": map[string]any{"text": "poll"}})
+	require.Equal(t, 202, res.Status, string(res.Raw))
+	require.Equal(t, "queued", res.Body["status"])
+	id := res.Body["id"].(string)
+	require.Eventually(t, func() bool {
+		got := b.call(t, "GET", "/api/executions/"+id, u.Token, nil)
+		return got.Status == 200 && got.Body["status"] == "completed"
+	}, 10*time.Second, 20*time.Millisecond)
+
+	list := b.call(t, "GET", "/api/executions?workflowId="+wf+"&status=completed", u.Token, nil)
+	require.Equal(t, 200, list.Status)
+	require.Len(t, list.Body["items"], 1)
+	requireError(t, b.call(t, "GET", "/api/executions?status=bogus", u.Token, nil), 400, "validation_failed", "status")
+
+	// Another user sees nothing of it.
+	other := b.register(t)
+	requireError(t, b.call(t, "GET", "/api/executions/"+id, other.Token, nil), 404, "not_found", "-")
+	requireError(t, b.call(t, "POST", "/api/executions/"+id+"/cancel", other.Token, nil), 404, "not_found", "-")
+	require.Empty(t, b.call(t, "GET", "/api/executions", other.Token, nil).Body["items"])
+	requireError(t, b.call(t, "POST", "/api/executions", other.Token, map[string]any{"workflowId": wf, "inputs": map[string]any{"text": "x"}}), 404, "not_found", "-")
+}
+
+func TestExecutionInputsAreChecked(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	u := b.register(t)
+	wf := b.workflow(t, u, seedWorkflow())
+	requireError(t, b.call(t, "POST", "/api/executions", u.Token, map[string]any{"workflowId": wf, "inputs": map[string]any{}}), 400, "validation_failed", "inputs.text")
+	requireError(t, b.call(t, "POST", "/api/executions", u.Token, map[string]any{"workflowId": wf, "inputs": map[string]any{"text": 5}}), 400, "validation_failed", "inputs.text")
+	requireError(t, b.call(t, "POST", "/api/executions", u.Token, map[string]any{"inputs": map[string]any{}}), 400, "validation_failed", "workflowId")
+	requireError(t, b.call(t, "POST", "/api/executions", u.Token, map[string]any{"workflowId": wf, "inputs": "nope"}), 400, "validation_failed", "inputs")
+	requireError(t, b.call(t, "POST", "/api/executions?wait=forever", u.Token, map[string]any{"workflowId": wf, "inputs": map[string]any{"text": "x"}}), 400, "validation_failed", "wait")
+}
+
+func TestIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	u := b.register(t)
+	wf := b.workflow(t, u, seedWorkflow())
+	body := map[string]any{"workflowId": wf, "inputs": map[string]any{"text": "once"}}
+	first := b.call(t, "POST", "/api/executions?wait=5s", u.Token, body, "Idempotency-Key", "order-42")
+	require.Equal(t, 200, first.Status, string(first.Raw))
+	second := b.call(t, "POST", "/api/executions", u.Token, body, "Idempotency-Key", "order-42")
+	require.Equal(t, first.Body["id"], second.Body["id"])
+	list := b.call(t, "GET", "/api/executions?workflowId="+wf, u.Token, nil)
+	require.Len(t, list.Body["items"], 1)
+}
+
+// TestCancelQueued cancels an execution no worker has started: it ends
+// cancelled, and a worker that comes later does not run it.
+func TestCancelQueued(t *testing.T) {
+	t.Parallel()
+	api := setup(t)
+	u := api.register(t)
+	wf := api.workflow(t, u, seedWorkflow())
+	// With the engine stopped, nothing starts the execution.
+	api.main.engine.Stop()
+	res := api.call(t, "POST", "/api/executions", u.Token, map[string]any{"workflowId": wf, "inputs": map[string]any{"text": "stop"}})
+	require.Equal(t, 202, res.Status)
+	id := res.Body["id"].(string)
+	cancelled := api.call(t, "POST", "/api/executions/"+id+"/cancel", u.Token, nil)
+	require.Equal(t, 200, cancelled.Status, string(cancelled.Raw))
+	require.Equal(t, "cancelled", cancelled.Body["status"])
+	require.Equal(t, "cancelled", nodeStatus(t, cancelled.Body, "in"))
+	requireError(t, api.call(t, "POST", "/api/executions/"+id+"/cancel", u.Token, nil), 409, "conflict", "-")
+
+	// A worker starting now finds it cancelled and runs nothing.
+	require.NoError(t, api.main.engine.Start(context.Background(), []string{"INPUT", "TRANSFORM", "CONDITION", "OUTPUT"}))
+	t.Cleanup(api.main.engine.Stop)
+	time.Sleep(300 * time.Millisecond)
+	got := api.call(t, "GET", "/api/executions/"+id, u.Token, nil)
+	require.Equal(t, "cancelled", got.Body["status"])
+	require.Equal(t, "cancelled", nodeStatus(t, got.Body, "out"))
+}
+
+func TestExecutionEventsStream(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	u := b.register(t)
+	wf := b.workflow(t, u, seedWorkflow())
+	b.main.engine.Stop()
+	res := b.call(t, "POST", "/api/executions", u.Token, map[string]any{"workflowId": wf, "inputs": map[string]any{"text": "sse"}})
+	id := res.Body["id"].(string)
+
+	req, err := http.NewRequest("GET", b.url+"/api/executions/"+id+"/events", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+u.Token)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, "text/event-stream", resp.Header.Get("Content-Type"))
+
+	require.NoError(t, b.main.engine.Start(context.Background(), []string{"INPUT", "TRANSFORM", "CONDITION", "OUTPUT"}))
+	t.Cleanup(b.main.engine.Stop)
+	var kinds []string
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if k, ok := strings.CutPrefix(sc.Text(), "event: "); ok {
+			kinds = append(kinds, k)
+			if k == "end" {
+				break
+			}
+		}
+	}
+	require.Equal(t, "snapshot", kinds[0])
+	require.Contains(t, kinds, "completed")
+	require.Equal(t, "end", kinds[len(kinds)-1])
+}
+
+// natsClient connects to the dev process's NATS as a direct publisher would.
+func natsClient(t *testing.T, b *bundle) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(b.main.NATSURL)
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	return nc, js
+}
+
+func TestDirectNATSSubmission(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	u := b.register(t)
+	wf := b.workflow(t, u, seedWorkflow())
+	key := b.call(t, "POST", "/api/auth/api-keys", u.Token, map[string]any{"name": "nats"}).Body["key"].(string)
+	nc, js := natsClient(t, b)
+	ctx := context.Background()
+
+	publish := func(body string, headers map[string]string) *jetstream.PubAck {
+		m := nats.NewMsg("weft.executions.submit")
+		m.Data = []byte(body)
+		for k, v := range headers {
+			m.Header.Set(k, v)
+		}
+		ack, err := js.PublishMsg(ctx, m)
+		require.NoError(t, err)
+		return ack
+	}
+	// An execution id of the caller's choosing; resent, it is one execution.
+	body := `{"workflowId":"` + wf + `","inputs":{"text":"direct","n":9},"executionId":"order-1"}`
+	publish(body, map[string]string{"Weft-Api-Key": key, "Nats-Msg-Id": "m-1"})
+	dup := publish(body, map[string]string{"Weft-Api-Key": key, "Nats-Msg-Id": "m-1"})
+	require.True(t, dup.Duplicate)
+	publish(body, map[string]string{"Authorization": "Bearer " + key, "Nats-Msg-Id": "m-2"})
+	require.Eventually(t, func() bool {
+		got := b.call(t, "GET", "/api/executions/order-1", u.Token, nil)
+		return got.Status == 200 && got.Body["status"] == "completed"
+	}, 10*time.Second, 20*time.Millisecond)
+	got := b.call(t, "GET", "/api/executions/order-1", u.Token, nil)
+	require.Equal(t, map[string]any{"verdict": "big DIRECT", "n": 9.0}, got.Body["output"])
+	require.Len(t, b.call(t, "GET", "/api/executions", u.Token, nil).Body["items"], 1)
+
+	// Refused requests are kept for inspection, with their reason, and
+	// never retried.
+	publish(`{"workflowId":`, map[string]string{"Weft-Api-Key": key})
+	publish(`{"workflowId":"`+wf+`","inputs":{"text":"x"}}`, map[string]string{"Weft-Api-Key": "weft_wrong"})
+	publish(`{"workflowId":"`+wf+`","inputs":{"text":"x"}}`, nil)
+	publish(`{"workflowId":"`+wf+`","inputs":{}}`, map[string]string{"Weft-Api-Key": key})
+	rejected, err := js.Stream(ctx, "WEFT_REJECTED")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := rejected.Info(ctx)
+		return err == nil && info.State.Msgs == 4
+	}, 10*time.Second, 20*time.Millisecond)
+	var reasons []string
+	for seq := uint64(1); seq <= 4; seq++ {
+		m, err := rejected.GetMsg(ctx, seq)
+		require.NoError(t, err)
+		require.Empty(t, m.Header.Get("Weft-Api-Key"), "credentials are never kept")
+		var why map[string]any
+		require.NoError(t, json.Unmarshal([]byte(m.Header.Get("Weft-Reason")), &why))
+		reasons = append(reasons, why["code"].(string))
+	}
+	require.ElementsMatch(t, []string{"validation_failed", "unauthorized", "unauthorized", "validation_failed"}, reasons)
+	submit, err := js.Stream(ctx, "WEFT_SUBMIT")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := submit.Info(ctx)
+		return err == nil && info.State.Msgs == 0
+	}, 5*time.Second, 20*time.Millisecond, "nothing left to redeliver")
+
+	// weft.executions.run answers with the finished execution.
+	m := nats.NewMsg("weft.executions.run")
+	m.Data = []byte(`{"workflowId":"` + wf + `","inputs":{"text":"run"}}`)
+	m.Header.Set("Weft-Api-Key", key)
+	reply, err := nc.RequestMsg(m, 10*time.Second)
+	require.NoError(t, err)
+	var ex map[string]any
+	require.NoError(t, json.Unmarshal(reply.Data, &ex))
+	require.Equal(t, "completed", ex["status"], string(reply.Data))
+	require.Equal(t, map[string]any{"verdict": "small RUN", "n": 2.0}, ex["output"])
+
+	m.Header.Set("Weft-Api-Key", "weft_wrong")
+	reply, err = nc.RequestMsg(m, 10*time.Second)
+	require.NoError(t, err)
+	require.Contains(t, string(reply.Data), `"code":"unauthorized"`)
+}

@@ -1,0 +1,223 @@
+package events
+
+import (
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Subjects.
+const (
+	SubjectSubmit   = "weft.executions.submit"
+	SubjectRun      = "weft.executions.run"
+	subjectTasks    = "weft.tasks."
+	subjectEvents   = "weft.events."
+	subjectRejected = "weft.rejected."
+)
+
+// Stream names.
+const (
+	StreamSubmit   = "WEFT_SUBMIT"
+	StreamTasks    = "WEFT_TASKS"
+	StreamEvents   = "WEFT_EVENTS"
+	StreamRejected = "WEFT_REJECTED"
+)
+
+// Durable consumer names.
+const (
+	ConsumerStarter   = "starter"
+	ConsumerProjector = "projector"
+	consumerTasks     = "tasks-"
+)
+
+// Message headers.
+const (
+	HeaderMsgID         = "Nats-Msg-Id"
+	HeaderAPIKey        = "Weft-Api-Key"
+	HeaderAuthorization = "Authorization"
+	HeaderReason        = "Weft-Reason"
+	HeaderReplyTo       = "Weft-Reply-To"
+)
+
+// Event kinds: the last token of an event subject.
+const (
+	KindQueued    = "queued"
+	KindStarted   = "started"
+	KindNode      = "node"
+	KindCompleted = "completed"
+	KindFailed    = "failed"
+	KindCancelled = "cancelled"
+	KindRejected  = "rejected"
+)
+
+// TaskSubject is where tasks for nodes of one type go.
+func TaskSubject(nodeType string) string { return subjectTasks + strings.ToLower(nodeType) }
+
+// TaskConsumer is the durable consumer every pool of one node type shares.
+func TaskConsumer(nodeType string) string { return consumerTasks + strings.ToLower(nodeType) }
+
+// EventSubject is where one transition of one execution is published.
+func EventSubject(executionID, kind string) string {
+	return subjectEvents + executionID + "." + kind
+}
+
+// EventFilter matches every event of one execution.
+func EventFilter(executionID string) string { return subjectEvents + executionID + ".>" }
+
+// EventKindFilter matches one kind of event of every execution.
+func EventKindFilter(kind string) string { return subjectEvents + "*." + kind }
+
+// RejectedSubject is where a refused request is kept, by the reason's code.
+func RejectedSubject(code string) string { return subjectRejected + code }
+
+// TerminalKind reports whether an event kind ends an execution.
+func TerminalKind(kind string) bool {
+	return kind == KindCompleted || kind == KindFailed || kind == KindCancelled
+}
+
+// Settings size the streams. The zero value means the defaults below.
+type Settings struct {
+	// Replicas of every stream: 1 on a single server, 3 on a production
+	// cluster.
+	Replicas int
+	// Storage is file storage unless Memory is set (tests and benchmarks of
+	// the engine's own cost).
+	Memory bool
+	// EventsMaxAge and EventsMaxBytes bound the event history that the
+	// projector rebuilds counters from. Default 7 days, 1 GiB.
+	EventsMaxAge   time.Duration
+	EventsMaxBytes int64
+	// NodeTimeout is the longest a node may run between two heartbeats;
+	// task AckWait is set above it. Default 30 s.
+	NodeTimeout time.Duration
+}
+
+// NodeTimeoutOrDefault is NodeTimeout, or its default when unset.
+func (s Settings) NodeTimeoutOrDefault() time.Duration { return s.withDefaults().NodeTimeout }
+
+func (s Settings) withDefaults() Settings {
+	if s.Replicas == 0 {
+		s.Replicas = 1
+	}
+	if s.EventsMaxAge == 0 {
+		s.EventsMaxAge = 7 * 24 * time.Hour
+	}
+	if s.EventsMaxBytes == 0 {
+		s.EventsMaxBytes = 1 << 30
+	}
+	if s.NodeTimeout == 0 {
+		s.NodeTimeout = 30 * time.Second
+	}
+	return s
+}
+
+// Streams declares every stream. Each setting is explained where it is
+// set; the README's table repeats them with their costs.
+func Streams(s Settings) []jetstream.StreamConfig {
+	s = s.withDefaults()
+	storage := jetstream.FileStorage
+	if s.Memory {
+		storage = jetstream.MemoryStorage
+	}
+	return []jetstream.StreamConfig{{
+		Name:     StreamSubmit,
+		Subjects: []string{SubjectSubmit},
+		// Work queue: a submission is deleted once the starter acks it.
+		Retention: jetstream.WorkQueuePolicy,
+		Storage:   storage,
+		Replicas:  s.Replicas,
+		// Submissions are deduplicated by Nats-Msg-Id (the execution id) for
+		// two minutes: long enough for a client's resend after a lost
+		// PubAck. Past it the store's idempotent create carries on.
+		Duplicates: 2 * time.Minute,
+		MaxMsgSize: 1 << 20,
+		// A full stream refuses new work rather than dropping accepted work.
+		Discard: jetstream.DiscardNew,
+		MaxMsgs: 1_000_000,
+	}, {
+		Name:      StreamTasks,
+		Subjects:  []string{subjectTasks + ">"},
+		Retention: jetstream.WorkQueuePolicy,
+		Storage:   storage,
+		Replicas:  s.Replicas,
+		// Tasks are deduplicated for a few seconds only: two workers racing
+		// to schedule the same successor publish within microseconds, and
+		// each id held costs memory at the engine's rate. A later duplicate
+		// finds its node recorded and does not run it again.
+		Duplicates: 5 * time.Second,
+		MaxMsgSize: 64 << 10,
+		Discard:    jetstream.DiscardNew,
+		MaxMsgs:    10_000_000,
+	}, {
+		Name:      StreamEvents,
+		Subjects:  []string{subjectEvents + ">"},
+		Retention: jetstream.LimitsPolicy,
+		Storage:   storage,
+		Replicas:  s.Replicas,
+		// History for the projector's rebuild and late SSE readers; the
+		// oldest events go first when a limit is reached.
+		MaxAge:     s.EventsMaxAge,
+		MaxBytes:   s.EventsMaxBytes,
+		Discard:    jetstream.DiscardOld,
+		Duplicates: 5 * time.Second,
+		MaxMsgSize: 1 << 20,
+	}, {
+		Name:       StreamRejected,
+		Subjects:   []string{subjectRejected + ">"},
+		Retention:  jetstream.LimitsPolicy,
+		Storage:    storage,
+		Replicas:   s.Replicas,
+		MaxAge:     7 * 24 * time.Hour,
+		MaxBytes:   256 << 20,
+		Discard:    jetstream.DiscardOld,
+		Duplicates: time.Minute,
+	}}
+}
+
+// StarterConsumer is the durable consumer of submissions.
+func StarterConsumer(s Settings) jetstream.ConsumerConfig {
+	s = s.withDefaults()
+	return jetstream.ConsumerConfig{
+		Durable:   ConsumerStarter,
+		AckPolicy: jetstream.AckExplicitPolicy,
+		// A start runs the pure nodes inline, each bounded by the node
+		// timeout: a starter that has not acked by then is gone.
+		AckWait: 2 * s.NodeTimeout,
+		// A submission that cannot be started after this many tries is
+		// refused and kept in WEFT_REJECTED, never redelivered forever.
+		MaxDeliver:    10,
+		MaxAckPending: 4096,
+	}
+}
+
+// TaskConsumerConfig is the durable consumer of one node type's tasks,
+// shared by every pool that runs the type.
+func TaskConsumerConfig(nodeType string, s Settings) jetstream.ConsumerConfig {
+	s = s.withDefaults()
+	return jetstream.ConsumerConfig{
+		Durable:       TaskConsumer(nodeType),
+		FilterSubject: TaskSubject(nodeType),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		// Longer than a node may run between heartbeats: a long node calls
+		// InProgress, so a task is redelivered only when its worker died.
+		AckWait: 2 * s.NodeTimeout,
+		// Retries by a node's policy are naks with delay and count here:
+		// above the largest retry policy (10) plus crash redeliveries.
+		MaxDeliver:    25,
+		MaxAckPending: 4096,
+	}
+}
+
+// ProjectorConsumer is the durable consumer that builds the dashboard
+// counters from every event.
+func ProjectorConsumer() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       ConsumerProjector,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckWait:       30 * time.Second,
+		MaxDeliver:    -1,
+		MaxAckPending: 8192,
+	}
+}

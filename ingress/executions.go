@@ -1,0 +1,471 @@
+package ingress
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/nats-io/nats.go"
+
+	"github.com/weftdev/weft/events"
+	"github.com/weftdev/weft/persistence"
+	"github.com/weftdev/weft/workers"
+	"github.com/weftdev/weft/workers/flow"
+)
+
+const (
+	// maxWait caps ?wait=: a request is not held longer than this.
+	maxWait = 60 * time.Second
+	// executionCacheTTL is how long a finished execution is served from
+	// Redis.
+	executionCacheTTL = time.Hour
+)
+
+// waiters hands terminal events to the requests waiting for them. One
+// wildcard subscription per terminal kind serves every waiter of the
+// process: a subscription per request costs twice as much.
+type waiters struct {
+	mu   sync.Mutex
+	byID map[string][]chan *events.Event
+	subs []*nats.Subscription
+}
+
+func startWaiters(nc *nats.Conn) (*waiters, error) {
+	w := &waiters{byID: map[string][]chan *events.Event{}}
+	for _, kind := range []string{events.KindCompleted, events.KindFailed, events.KindCancelled, events.KindRejected} {
+		sub, err := nc.Subscribe(events.EventKindFilter(kind), w.deliver)
+		if err != nil {
+			w.stop()
+			return nil, err
+		}
+		_ = sub.SetPendingLimits(1<<20, 1<<30)
+		w.subs = append(w.subs, sub)
+	}
+	return w, nil
+}
+
+func (w *waiters) stop() {
+	for _, s := range w.subs {
+		_ = s.Unsubscribe()
+	}
+}
+
+func (w *waiters) deliver(msg *nats.Msg) {
+	id := executionOfSubject(msg.Subject)
+	w.mu.Lock()
+	chans := w.byID[id]
+	delete(w.byID, id)
+	w.mu.Unlock()
+	if len(chans) == 0 {
+		return
+	}
+	var ev events.Event
+	if err := json.Unmarshal(msg.Data, &ev); err != nil {
+		return
+	}
+	for _, c := range chans {
+		c <- &ev
+	}
+}
+
+// add registers interest in one execution's end; the func forgets it.
+func (w *waiters) add(id string) (<-chan *events.Event, func()) {
+	c := make(chan *events.Event, 1)
+	w.mu.Lock()
+	w.byID[id] = append(w.byID[id], c)
+	w.mu.Unlock()
+	return c, func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		list := w.byID[id]
+		for i, x := range list {
+			if x == c {
+				w.byID[id] = append(list[:i], list[i+1:]...)
+				break
+			}
+		}
+		if len(w.byID[id]) == 0 {
+			delete(w.byID, id)
+		}
+	}
+}
+
+func executionOfSubject(subject string) string {
+	rest := strings.TrimPrefix(subject, "weft.events.")
+	if i := strings.LastIndexByte(rest, '.'); i >= 0 {
+		return rest[:i]
+	}
+	return rest
+}
+
+type submitBody struct {
+	WorkflowID string         `json:"workflowId"`
+	Inputs     map[string]any `json:"inputs"`
+}
+
+// submitted is the outcome of a submission: the execution, and its end
+// when the caller waited for it.
+type submitted struct {
+	ex  *persistence.Execution
+	end *events.Event
+}
+
+// submit checks and records an execution, publishes it to the starter, and
+// waits up to wait for its end. HTTP and the NATS run subject share it.
+func (s *Server) submit(ctx context.Context, p *Principal, credential string, body submitBody, idemKey string, wait time.Duration) (*submitted, error) {
+	var f fieldChecks
+	if body.WorkflowID == "" {
+		f.add("workflowId", "is required")
+	}
+	if err := f.err(); err != nil {
+		return nil, err
+	}
+	w, err := s.deps.Store.GetWorkflow(ctx, p.UserID, body.WorkflowID)
+	if events.IsNotFound(err) {
+		return nil, events.Errorf(events.CodeNotFound, "workflow not found")
+	}
+	if err != nil {
+		return nil, err
+	}
+	g, err := s.deps.Graphs.Graph(ctx, w)
+	if err != nil {
+		return nil, err
+	}
+	inputs, problems := flow.ValidateInputs(g.Definition, body.Inputs)
+	if len(problems) > 0 {
+		return nil, events.Invalid(problems)
+	}
+	raw, err := json.Marshal(inputs)
+	if err != nil {
+		return nil, err
+	}
+	ex := &persistence.Execution{
+		ID: newID(), UserID: p.UserID, WorkflowID: w.ID, WorkflowVersion: w.Version,
+		Status: persistence.StatusQueued, Inputs: raw, IdempotencyKey: idemKey, CreatedAt: s.deps.Now().UTC(),
+	}
+	var (
+		done   <-chan *events.Event
+		forget = func() {}
+	)
+	if wait > 0 {
+		done, forget = s.waiters.add(ex.ID)
+	}
+	defer forget()
+	stored, created, err := s.deps.Store.CreateExecution(ctx, ex)
+	if err != nil {
+		return nil, err
+	}
+	if !created {
+		// The same Idempotency-Key: the execution made the first time.
+		if wait > 0 && !persistence.Terminal(stored.Status) {
+			forget()
+			done, forget = s.waiters.add(stored.ID)
+			if fresh, err := s.deps.Store.LoadExecution(ctx, stored.ID); err == nil {
+				stored = fresh
+			}
+		}
+		if persistence.Terminal(stored.Status) || wait == 0 {
+			return &submitted{ex: stored}, nil
+		}
+		return s.await(ctx, stored, done, wait)
+	}
+	msg := nats.NewMsg(events.SubjectSubmit)
+	msg.Data, _ = json.Marshal(events.SubmitRequest{WorkflowID: w.ID, ExecutionID: ex.ID})
+	msg.Header.Set(events.HeaderMsgID, ex.ID)
+	// The credential travels with the work, so the starter checks it as it
+	// checks a direct publisher's (it finds this execution recorded first).
+	msg.Header.Set(events.HeaderAuthorization, "Bearer "+credential)
+	if _, err := s.deps.JS.PublishMsg(ctx, msg); err != nil {
+		// Recorded but not published: the reconciler publishes it later.
+		s.deps.Log.Warn("submission recorded but not published; the reconciler will", "execution", ex.ID, "err", err)
+		return &submitted{ex: stored}, nil
+	}
+	if wait == 0 {
+		return &submitted{ex: stored}, nil
+	}
+	return s.await(ctx, stored, done, wait)
+}
+
+func (s *Server) await(ctx context.Context, ex *persistence.Execution, done <-chan *events.Event, wait time.Duration) (*submitted, error) {
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case ev := <-done:
+		return &submitted{ex: ex, end: ev}, nil
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return &submitted{ex: ex}, nil
+}
+
+func (s *Server) createExecution(c *fiber.Ctx) error {
+	var body submitBody
+	if err := decodeJSON(c.Body(), &body); err != nil {
+		return err
+	}
+	wait, err := waitParam(c.Query("wait"))
+	if err != nil {
+		return err
+	}
+	key := c.Get("Idempotency-Key")
+	if len(key) > 200 {
+		return events.Invalid([]events.FieldError{{Path: "Idempotency-Key", Message: "must be at most 200 characters"}})
+	}
+	res, err := s.submit(c.UserContext(), principal(c), credential(c), body, key, wait)
+	if err != nil {
+		return err
+	}
+	return s.sendSubmitted(c, res)
+}
+
+func (s *Server) sendSubmitted(c *fiber.Ctx, res *submitted) error {
+	switch {
+	case res.end != nil && res.end.Kind == events.KindRejected:
+		if res.end.Error != nil {
+			return res.end.Error
+		}
+		return events.Errorf(events.CodeInvalid, "the execution was refused")
+	case res.end != nil && len(res.end.Execution) > 0:
+		s.cacheExecution(c.UserContext(), res.ex.UserID, res.ex.ID, res.end.Execution)
+		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+		return c.Status(fiber.StatusOK).Send(res.end.Execution)
+	case persistence.Terminal(res.ex.Status):
+		return c.Status(fiber.StatusOK).JSON(workers.View(res.ex, nil))
+	}
+	return c.Status(fiber.StatusAccepted).JSON(fiber.Map{"id": res.ex.ID, "status": res.ex.Status})
+}
+
+// waitParam reads ?wait= as a Go duration ("5s", "500ms") or seconds.
+func waitParam(v string) (time.Duration, error) {
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		var secs float64
+		if _, serr := fmt.Sscanf(v, "%g", &secs); serr != nil {
+			return 0, events.Invalid([]events.FieldError{{Path: "wait", Message: "must be a duration such as 5s or 500ms"}})
+		}
+		d = time.Duration(secs * float64(time.Second))
+	}
+	if d < 0 {
+		return 0, events.Invalid([]events.FieldError{{Path: "wait", Message: "must not be negative"}})
+	}
+	return min(d, maxWait), nil
+}
+
+func (s *Server) cacheKey(userID, id string) string { return "exec:" + userID + ":" + id }
+
+// cacheExecution keeps a finished execution's view in Redis: it no longer
+// changes, so it needs no invalidation.
+func (s *Server) cacheExecution(ctx context.Context, userID, id string, view json.RawMessage) {
+	if s.deps.Cache == nil {
+		return
+	}
+	if err := s.deps.Cache.Set(ctx, s.cacheKey(userID, id), view, executionCacheTTL); err != nil {
+		s.deps.Log.Debug("execution cache write failed", "err", err)
+	}
+}
+
+func (s *Server) getExecution(c *fiber.Ctx) error {
+	p := principal(c)
+	id := c.Params("id")
+	if s.deps.Cache != nil {
+		var cached json.RawMessage
+		if ok, _ := s.deps.Cache.Get(c.UserContext(), s.cacheKey(p.UserID, id), &cached); ok {
+			c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+			return c.Send(cached)
+		}
+	}
+	view, ex, err := s.loadView(c.UserContext(), p.UserID, id)
+	if err != nil {
+		return err
+	}
+	raw, err := json.Marshal(view)
+	if err != nil {
+		return err
+	}
+	if persistence.Terminal(ex.Status) {
+		s.cacheExecution(c.UserContext(), p.UserID, id, raw)
+	}
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	return c.Send(raw)
+}
+
+// loadView reads an execution from the store and lists its pending nodes
+// too, from its workflow version.
+func (s *Server) loadView(ctx context.Context, userID, id string) (workers.ExecutionView, *persistence.Execution, error) {
+	ex, err := s.deps.Store.GetExecution(ctx, userID, id)
+	if err != nil {
+		return workers.ExecutionView{}, nil, err
+	}
+	var types map[string]string
+	if w, err := s.deps.Store.GetWorkflowVersion(ctx, userID, ex.WorkflowID, ex.WorkflowVersion); err == nil {
+		if g, err := s.deps.Graphs.Graph(ctx, w); err == nil {
+			types = make(map[string]string, len(g.Nodes))
+			for nid, n := range g.Nodes {
+				types[nid] = n.Type
+			}
+		}
+	}
+	return workers.View(ex, types), ex, nil
+}
+
+func (s *Server) listExecutions(c *fiber.Ctx) error {
+	page, err := pageParams(c)
+	if err != nil {
+		return err
+	}
+	f := persistence.ExecutionFilter{WorkflowID: c.Query("workflowId"), Status: c.Query("status")}
+	switch f.Status {
+	case "", persistence.StatusQueued, persistence.StatusRunning, persistence.StatusCompleted, persistence.StatusFailed, persistence.StatusCancelled:
+	default:
+		return events.Invalid([]events.FieldError{{Path: "status", Message: "must be queued, running, completed, failed or cancelled"}})
+	}
+	list, next, err := s.deps.Store.ListExecutions(c.UserContext(), principal(c).UserID, f, page)
+	if err != nil {
+		return err
+	}
+	items := make([]workers.ExecutionView, 0, len(list))
+	for i := range list {
+		items = append(items, workers.View(&list[i], nil))
+	}
+	return c.JSON(fiber.Map{"items": items, "nextCursor": nullable(next)})
+}
+
+func (s *Server) cancelExecution(c *fiber.Ctx) error {
+	p := principal(c)
+	ctx := c.UserContext()
+	ex, err := s.deps.Store.GetExecution(ctx, p.UserID, c.Params("id"))
+	if err != nil {
+		return err
+	}
+	if persistence.Terminal(ex.Status) {
+		return events.Errorf(events.CodeConflict, "the execution has already %s", ex.Status)
+	}
+	now := s.deps.Now().UTC()
+	upd := persistence.ExecutionUpdate{ID: ex.ID, Nodes: map[string]*persistence.NodeState{},
+		Finish: &persistence.Finish{Status: persistence.StatusCancelled, At: now}, Reload: true}
+	var changed []events.NodeEvent
+	view, _, err := s.loadView(ctx, p.UserID, ex.ID)
+	if err != nil {
+		return err
+	}
+	for nid, n := range view.Nodes {
+		if !persistence.Terminal(n.Status) {
+			upd.Nodes[nid] = &persistence.NodeState{Type: n.Type, Status: persistence.StatusCancelled}
+			changed = append(changed, events.NodeEvent{ID: nid, Type: n.Type, Status: persistence.StatusCancelled})
+		}
+	}
+	res, err := s.deps.Store.ApplyExecution(ctx, upd)
+	if err != nil {
+		return err
+	}
+	if !res.Finished {
+		return events.Errorf(events.CodeConflict, "the execution finished before it could be cancelled")
+	}
+	final := res.Execution
+	if final == nil {
+		if final, err = s.deps.Store.GetExecution(ctx, p.UserID, ex.ID); err != nil {
+			return err
+		}
+	}
+	v := workers.View(final, nil)
+	raw, _ := json.Marshal(v)
+	ev := events.Event{ExecutionID: ex.ID, Kind: events.KindCancelled, UserID: ex.UserID, WorkflowID: ex.WorkflowID,
+		At: now, Nodes: changed, Execution: raw}
+	if final.StartedAt != nil {
+		ev.DurationMs = float64(now.Sub(*final.StartedAt).Microseconds()) / 1000
+	}
+	data, _ := json.Marshal(ev)
+	msg := nats.NewMsg(events.EventSubject(ex.ID, events.KindCancelled))
+	msg.Data = data
+	msg.Header.Set(events.HeaderMsgID, ex.ID+"."+events.KindCancelled)
+	if _, err := s.deps.JS.PublishMsg(ctx, msg); err != nil {
+		s.deps.Log.Warn("cancel event not published", "execution", ex.ID, "err", err)
+	}
+	return c.JSON(v)
+}
+
+func (s *Server) executionLogs(c *fiber.Ctx) error {
+	logs, err := s.deps.Store.ExecutionLogs(c.UserContext(), principal(c).UserID, c.Params("id"), 1000)
+	if err != nil {
+		return err
+	}
+	type line struct {
+		NodeID  string    `json:"nodeId"`
+		At      time.Time `json:"at"`
+		Level   string    `json:"level"`
+		Message string    `json:"message"`
+	}
+	items := make([]line, 0, len(logs))
+	for _, l := range logs {
+		items = append(items, line{l.NodeID, l.At, l.Level, l.Message})
+	}
+	return c.JSON(fiber.Map{"items": items})
+}
+
+// executionEvents streams an execution's transitions as Server-Sent
+// Events: first a snapshot of its state, then every event as it is
+// published, and the stream ends with the execution.
+func (s *Server) executionEvents(c *fiber.Ctx) error {
+	p := principal(c)
+	id := c.Params("id")
+	ctx := c.UserContext()
+	// Subscribe before the snapshot so nothing falls between them.
+	ch := make(chan *nats.Msg, 256)
+	sub, err := s.deps.NC.ChanSubscribe(events.EventFilter(id), ch)
+	if err != nil {
+		return err
+	}
+	view, ex, err := s.loadView(ctx, p.UserID, id)
+	if err != nil {
+		_ = sub.Unsubscribe()
+		return err
+	}
+	snapshot, _ := json.Marshal(view)
+	finished := persistence.Terminal(ex.Status)
+	done := s.done
+	c.Set(fiber.HeaderContentType, "text/event-stream")
+	c.Set(fiber.HeaderCacheControl, "no-cache")
+	c.Set(fiber.HeaderConnection, "keep-alive")
+	c.Set("X-Accel-Buffering", "no")
+	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
+		defer func() { _ = sub.Unsubscribe() }()
+		write := func(event string, data []byte) bool {
+			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, data)
+			return w.Flush() == nil
+		}
+		if !write("snapshot", snapshot) || finished {
+			write("end", []byte(`{"status":"`+ex.Status+`"}`))
+			return
+		}
+		heartbeat := time.NewTicker(15 * time.Second)
+		defer heartbeat.Stop()
+		for {
+			select {
+			case m := <-ch:
+				kind := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+				if !write(kind, m.Data) {
+					return
+				}
+				if events.TerminalKind(kind) || kind == events.KindRejected {
+					write("end", []byte(`{"status":"`+kind+`"}`))
+					return
+				}
+			case <-heartbeat.C:
+				if _, err := w.WriteString(": keep-alive\n\n"); err != nil || w.Flush() != nil {
+					return
+				}
+			case <-done:
+				return
+			}
+		}
+	})
+	return nil
+}

@@ -1,0 +1,574 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/weftdev/weft/events"
+	"github.com/weftdev/weft/persistence"
+)
+
+// terminalSQL lists the statuses persistence.Terminal calls final, for the
+// WHERE clauses that keep a final state final.
+const terminalSQL = `('completed', 'failed', 'cancelled', 'skipped')`
+
+const executionColumns = `e.id, e.user_id, e.workflow_id, e.workflow_version, e.status, e.inputs,
+	e.output, e.error, e.idempotency_key, e.created_at, e.started_at, e.finished_at`
+
+// executionWithNodes reads one execution and all its nodes in one
+// statement, so both come from the same snapshot.
+const executionWithNodes = `SELECT ` + executionColumns + `,
+	n.node_id, n.type, n.status, n.attempts, n.started_at, n.finished_at, n.output, n.error
+FROM executions e LEFT JOIN execution_nodes n ON n.execution_id = e.id `
+
+const insertExecution = `INSERT INTO executions (id, user_id, workflow_id, workflow_version, status,
+	inputs, output, error, idempotency_key, created_at, started_at, finished_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT DO NOTHING`
+
+// upsertNodes writes node states, several rows per statement (see
+// rowsStatement). The WHERE on the update makes the first terminal write
+// win: a stored final state is never replaced, while a non-final one is
+// replaced by anything. A write without a start time keeps the one already
+// stored.
+const upsertNodes = `INSERT INTO execution_nodes (execution_id, node_id, type, status, attempts,
+	started_at, finished_at, output, error)
+VALUES %s
+ON CONFLICT (execution_id, node_id) DO UPDATE SET
+	type = excluded.type, status = excluded.status, attempts = excluded.attempts,
+	started_at = coalesce(excluded.started_at, execution_nodes.started_at),
+	finished_at = excluded.finished_at, output = excluded.output, error = excluded.error
+WHERE execution_nodes.status NOT IN ` + terminalSQL
+
+const nodeRow = `(?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+const (
+	insertLogs = `INSERT INTO execution_logs (execution_id, node_id, at, level, message) VALUES %s`
+	logRow     = `(?, ?, ?, ?, ?)`
+)
+
+// maxRows is the most rows one multi-row statement writes. Statements are
+// prepared once per row count, so this also bounds how many the writer
+// keeps; larger writes are cut into chunks.
+const maxRows = 16
+
+// rowsStatements holds, for each n in 1..maxRows, a statement writing n
+// rows, built from a template with one %s for its VALUES list.
+type rowsStatements [maxRows + 1]string
+
+func newRowsStatements(template, row string) *rowsStatements {
+	var r rowsStatements
+	values := row
+	for n := 1; n <= maxRows; n++ {
+		r[n] = fmt.Sprintf(template, values)
+		values += ", " + row
+	}
+	return &r
+}
+
+var (
+	upsertNodesN = newRowsStatements(upsertNodes, nodeRow)
+	insertLogsN  = newRowsStatements(insertLogs, logRow)
+)
+
+// execRows writes rows (each a slice of arguments) with as few statements
+// as it can.
+func (t *wtx) execRows(stmts *rowsStatements, rows [][]any) error {
+	for len(rows) > 0 {
+		n := min(len(rows), maxRows)
+		var args []any
+		for _, r := range rows[:n] {
+			args = append(args, r...)
+		}
+		if _, err := t.exec(stmts[n], args...); err != nil {
+			return internal(err)
+		}
+		rows = rows[n:]
+	}
+	return nil
+}
+
+// queryer runs a query on the read pool or, inside a write, on the
+// writer's connection.
+type queryer interface {
+	query(query string, args ...any) (*sql.Rows, error)
+}
+
+// reader is the read pool as a queryer.
+type reader struct {
+	ctx context.Context
+	db  *sql.DB
+}
+
+func (r reader) query(query string, args ...any) (*sql.Rows, error) {
+	return r.db.QueryContext(r.ctx, query, args...)
+}
+
+// CreateExecution inserts e unless its id or its user's idempotency key is
+// taken; the single writer makes the check and the insert one step, so of
+// racing creates exactly one inserts. An id taken by another user's
+// execution is a conflict, so that nobody learns of an execution not
+// theirs.
+func (s *Store) CreateExecution(ctx context.Context, e *persistence.Execution) (*persistence.Execution, bool, error) {
+	ne, err := s.newExecution(e)
+	if err != nil {
+		return nil, false, err
+	}
+	nodes, err := nodeArgs(ne.ID, ne.Nodes)
+	if err != nil {
+		return nil, false, err
+	}
+	args := []any{ne.ID, ne.UserID, ne.WorkflowID, ne.WorkflowVersion, ne.Status,
+		string(ne.Inputs), nullText(ne.Output), nil, ne.IdempotencyKey,
+		toMillis(ne.CreatedAt), nullMillis(ne.StartedAt), nullMillis(ne.FinishedAt)}
+	if args[7], err = nullJSON(ne.Error); err != nil {
+		return nil, false, err
+	}
+
+	var (
+		stored  *persistence.Execution
+		created bool
+	)
+	err = s.do(ctx, func(t *wtx) error {
+		stored, created = nil, false
+		res, err := t.exec(insertExecution, args...)
+		if err != nil {
+			return internal(err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return internal(err)
+		} else if n == 1 {
+			if err := t.execRows(upsertNodesN, nodes); err != nil {
+				return err
+			}
+			stored, created = ne, true
+			return nil
+		}
+		id := ne.ID
+		if ne.IdempotencyKey != "" {
+			// The id, if taken, wins over the key, as the interface says.
+			var found sql.NullString
+			err := t.queryRow(`SELECT coalesce(
+				(SELECT id FROM executions WHERE id = ?),
+				(SELECT id FROM executions WHERE user_id = ? AND idempotency_key = ?))`,
+				ne.ID, ne.UserID, ne.IdempotencyKey).Scan(&found)
+			if err != nil {
+				return internal(err)
+			}
+			id = found.String
+		}
+		stored, err = loadExecution(t, `WHERE e.id = ?`, id)
+		if err != nil {
+			return err
+		}
+		if stored.UserID != ne.UserID {
+			stored = nil
+			return events.Errorf(events.CodeConflict, "execution already exists")
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return stored, created, nil
+}
+
+// newExecution is a normalized copy of e: defaults filled in, times at
+// millisecond precision in UTC.
+func (s *Store) newExecution(e *persistence.Execution) (*persistence.Execution, error) {
+	if e.ID == "" || e.UserID == "" {
+		return nil, events.Errorf(events.CodeInvalid, "an execution needs an id and a user")
+	}
+	if strings.Contains(e.ID, ":") {
+		// The mongo store builds node keys as "<executionId>:<nodeId>".
+		return nil, events.Errorf(events.CodeInvalid, "an execution id cannot contain ':'")
+	}
+	ne := *e
+	if ne.Status == "" {
+		ne.Status = persistence.StatusQueued
+	}
+	if len(ne.Inputs) == 0 {
+		ne.Inputs = json.RawMessage(`{}`)
+	}
+	ne.CreatedAt = s.stamp(ne.CreatedAt)
+	ne.StartedAt = millisPtr(ne.StartedAt)
+	ne.FinishedAt = millisPtr(ne.FinishedAt)
+	ne.Nodes = make(map[string]*persistence.NodeState, len(e.Nodes))
+	for id, n := range e.Nodes {
+		if id == "" || n == nil || n.Status == "" {
+			return nil, events.Errorf(events.CodeInvalid, "node %q needs a status", id)
+		}
+		c := *n
+		c.StartedAt, c.FinishedAt = millisPtr(n.StartedAt), millisPtr(n.FinishedAt)
+		ne.Nodes[id] = &c
+	}
+	return &ne, nil
+}
+
+// GetExecution returns one of the user's executions with its nodes.
+func (s *Store) GetExecution(ctx context.Context, userID, id string) (*persistence.Execution, error) {
+	return loadExecution(reader{ctx, s.read}, `WHERE e.id = ? AND e.user_id = ?`, id, userID)
+}
+
+// LoadExecution returns an execution by id alone, with its nodes.
+func (s *Store) LoadExecution(ctx context.Context, id string) (*persistence.Execution, error) {
+	return loadExecution(reader{ctx, s.read}, `WHERE e.id = ?`, id)
+}
+
+// loadExecution reads one execution, with its nodes, through q.
+func loadExecution(q queryer, where string, args ...any) (*persistence.Execution, error) {
+	rows, err := q.query(executionWithNodes+where, args...)
+	if err != nil {
+		return nil, internal(err)
+	}
+	defer func() { _ = rows.Close() }()
+	var e *persistence.Execution
+	for rows.Next() {
+		var (
+			er                    execRow
+			n                     persistence.NodeState
+			nodeID, ntype, status sql.NullString
+			attempts              sql.NullInt64
+			started, finished     sql.NullInt64
+			output, nerr          sql.NullString
+		)
+		dest := append(er.dest(), &nodeID, &ntype, &status, &attempts, &started, &finished, &output, &nerr)
+		if err := rows.Scan(dest...); err != nil {
+			return nil, internal(err)
+		}
+		if e == nil {
+			if e, err = er.execution(); err != nil {
+				return nil, err
+			}
+			e.Nodes = map[string]*persistence.NodeState{}
+		}
+		if !nodeID.Valid {
+			continue
+		}
+		n.Type, n.Status, n.Attempts = ntype.String, status.String, int(attempts.Int64)
+		n.StartedAt, n.FinishedAt = timePtr(started), timePtr(finished)
+		if output.Valid {
+			n.Output = json.RawMessage(output.String)
+		}
+		if nerr.Valid {
+			n.Error = new(persistence.NodeError)
+			if err := json.Unmarshal([]byte(nerr.String), n.Error); err != nil {
+				return nil, internal(err)
+			}
+		}
+		e.Nodes[nodeID.String] = &n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, internal(err)
+	}
+	if e == nil {
+		return nil, events.Errorf(events.CodeNotFound, "execution not found")
+	}
+	return e, nil
+}
+
+// execRow holds the columns of an executions row as scanned.
+type execRow struct {
+	id, user, workflow, status, inputs, key string
+	version, created                        int64
+	output, errJSON                         sql.NullString
+	started, finished                       sql.NullInt64
+}
+
+// dest lists the scan targets in the order of executionColumns.
+func (r *execRow) dest() []any {
+	return []any{&r.id, &r.user, &r.workflow, &r.version, &r.status, &r.inputs,
+		&r.output, &r.errJSON, &r.key, &r.created, &r.started, &r.finished}
+}
+
+func (r *execRow) execution() (*persistence.Execution, error) {
+	e := &persistence.Execution{
+		ID: r.id, UserID: r.user, WorkflowID: r.workflow, WorkflowVersion: int(r.version),
+		Status: r.status, Inputs: json.RawMessage(r.inputs), IdempotencyKey: r.key,
+		CreatedAt: fromMillis(r.created), StartedAt: timePtr(r.started), FinishedAt: timePtr(r.finished),
+	}
+	if r.output.Valid {
+		e.Output = json.RawMessage(r.output.String)
+	}
+	if r.errJSON.Valid {
+		e.Error = new(persistence.ExecutionError)
+		if err := json.Unmarshal([]byte(r.errJSON.String), e.Error); err != nil {
+			return nil, internal(err)
+		}
+	}
+	return e, nil
+}
+
+// ListExecutions pages through the user's executions by id, newest first,
+// asking for one row more than the page to learn whether another follows.
+// The query names only the filters in use, so SQLite picks the index that
+// matches them.
+func (s *Store) ListExecutions(ctx context.Context, userID string, f persistence.ExecutionFilter, p persistence.Page) ([]persistence.Execution, string, error) {
+	limit := clampLimit(p.Limit)
+	var q strings.Builder
+	q.WriteString(`SELECT ` + executionColumns + ` FROM executions e WHERE e.user_id = ?`)
+	args := []any{userID}
+	if f.WorkflowID != "" {
+		q.WriteString(` AND e.workflow_id = ?`)
+		args = append(args, f.WorkflowID)
+	}
+	if f.Status != "" {
+		q.WriteString(` AND e.status = ?`)
+		args = append(args, f.Status)
+	}
+	if p.Cursor != "" {
+		q.WriteString(` AND e.id < ?`)
+		args = append(args, p.Cursor)
+	}
+	q.WriteString(` ORDER BY e.id DESC LIMIT ?`)
+	args = append(args, limit+1)
+	list, err := s.executions(ctx, q.String(), args...)
+	if err != nil {
+		return nil, "", err
+	}
+	if len(list) <= limit {
+		return list, "", nil
+	}
+	list = list[:limit]
+	return list, list[limit-1].ID, nil
+}
+
+// UnfinishedExecutions lists executions still queued or running created
+// before the given time, oldest first. The WHERE repeats the condition of
+// the partial index executions_unfinished so that SQLite uses it.
+func (s *Store) UnfinishedExecutions(ctx context.Context, before time.Time, limit int) ([]persistence.Execution, error) {
+	return s.executions(ctx, `SELECT `+executionColumns+` FROM executions e
+		WHERE e.status IN ('queued', 'running') AND e.created_at < ?
+		ORDER BY e.created_at, e.id LIMIT ?`, toMillis(before), clampWork(limit))
+}
+
+// executions runs a listing query on the read pool.
+func (s *Store) executions(ctx context.Context, query string, args ...any) ([]persistence.Execution, error) {
+	rows, err := s.read.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, internal(err)
+	}
+	defer func() { _ = rows.Close() }()
+	list := []persistence.Execution{}
+	for rows.Next() {
+		var r execRow
+		if err := rows.Scan(r.dest()...); err != nil {
+			return nil, internal(err)
+		}
+		e, err := r.execution()
+		if err != nil {
+			return nil, err
+		}
+		list = append(list, *e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, internal(err)
+	}
+	return list, nil
+}
+
+// ExecutionLogs returns the logs of one of the user's executions, oldest
+// first (by time, then in the order they were appended). One statement
+// checks the owner and reads the lines: the first row says whether the
+// execution is the user's, the rest are its lines.
+func (s *Store) ExecutionLogs(ctx context.Context, userID, id string, limit int) ([]persistence.NodeLog, error) {
+	rows, err := s.read.QueryContext(ctx, `
+		SELECT * FROM (SELECT 0, '', 0, '', '' FROM executions WHERE id = ? AND user_id = ?)
+		UNION ALL
+		SELECT * FROM (SELECT 1, node_id, at, level, message FROM execution_logs
+			WHERE execution_id = ? AND EXISTS (SELECT 1 FROM executions WHERE id = ? AND user_id = ?)
+			ORDER BY at, seq LIMIT ?)`,
+		id, userID, id, id, userID, clampWork(limit))
+	if err != nil {
+		return nil, internal(err)
+	}
+	defer func() { _ = rows.Close() }()
+	var (
+		logs  = []persistence.NodeLog{}
+		found bool
+	)
+	for rows.Next() {
+		var (
+			kind int
+			l    persistence.NodeLog
+			at   int64
+		)
+		if err := rows.Scan(&kind, &l.NodeID, &at, &l.Level, &l.Message); err != nil {
+			return nil, internal(err)
+		}
+		if kind == 0 {
+			found = true
+			continue
+		}
+		l.At = fromMillis(at)
+		logs = append(logs, l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, internal(err)
+	}
+	if !found {
+		return nil, events.Errorf(events.CodeNotFound, "execution not found")
+	}
+	return logs, nil
+}
+
+// ApplyExecution applies one engine step in one write: the single writer
+// reads the status and writes in the same transaction, so "only if not yet
+// terminal" is a plain check here, and of racing finishers exactly one
+// sees its UPDATE change a row.
+func (s *Store) ApplyExecution(ctx context.Context, u persistence.ExecutionUpdate) (persistence.ApplyResult, error) {
+	// Everything that can be prepared outside the writer is, to keep the
+	// writer's time per request short.
+	nodes, err := nodeArgs(u.ID, u.Nodes)
+	if err != nil {
+		return persistence.ApplyResult{}, err
+	}
+	logs := make([][]any, len(u.Logs))
+	for i, l := range u.Logs {
+		logs[i] = []any{u.ID, l.NodeID, toMillis(s.stamp(l.At)), l.Level, l.Message}
+	}
+	var start, finish []any
+	if u.Start != nil {
+		start = []any{toMillis(s.stamp(*u.Start)), u.ID}
+	}
+	if f := u.Finish; f != nil {
+		if !finishStatus(f.Status) {
+			return persistence.ApplyResult{}, events.Errorf(events.CodeInvalid, "cannot finish an execution as %q", f.Status)
+		}
+		errJSON, err := nullJSON(f.Error)
+		if err != nil {
+			return persistence.ApplyResult{}, err
+		}
+		finish = []any{f.Status, nullText(f.Output), errJSON, toMillis(s.stamp(f.At)), u.ID}
+	}
+
+	var res persistence.ApplyResult
+	err = s.do(ctx, func(t *wtx) error {
+		res = persistence.ApplyResult{}
+		var status string
+		if err := t.queryRow(`SELECT status FROM executions WHERE id = ?`, u.ID).Scan(&status); err != nil {
+			return notFound(err, "execution")
+		}
+		if start != nil && status == persistence.StatusQueued {
+			if _, err := t.exec(`UPDATE executions SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'`, start...); err != nil {
+				return internal(err)
+			}
+		}
+		if err := t.execRows(upsertNodesN, nodes); err != nil {
+			return err
+		}
+		if err := t.execRows(insertLogsN, logs); err != nil {
+			return err
+		}
+		if finish != nil && !persistence.Terminal(status) {
+			r, err := t.exec(`UPDATE executions SET status = ?, output = ?, error = ?, finished_at = ?
+				WHERE id = ? AND status NOT IN `+terminalSQL, finish...)
+			if err != nil {
+				return internal(err)
+			}
+			n, err := r.RowsAffected()
+			if err != nil {
+				return internal(err)
+			}
+			res.Finished = n == 1
+		}
+		if u.Reload {
+			e, err := loadExecution(t, `WHERE e.id = ?`, u.ID)
+			if err != nil {
+				return err
+			}
+			res.Execution = e
+		}
+		return nil
+	})
+	if err != nil {
+		return persistence.ApplyResult{}, err
+	}
+	return res, nil
+}
+
+// finishStatus reports whether an execution may end in status.
+func finishStatus(status string) bool {
+	switch status {
+	case persistence.StatusCompleted, persistence.StatusFailed, persistence.StatusCancelled:
+		return true
+	}
+	return false
+}
+
+// nodeArgs turns node states into upsertNode arguments.
+func nodeArgs(executionID string, nodes map[string]*persistence.NodeState) ([][]any, error) {
+	args := make([][]any, 0, len(nodes))
+	for id, n := range nodes {
+		if id == "" || n == nil || n.Status == "" {
+			return nil, events.Errorf(events.CodeInvalid, "node %q needs a status", id)
+		}
+		errJSON, err := nullJSON(n.Error)
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, []any{executionID, id, n.Type, n.Status, n.Attempts,
+			nullMillis(millisPtr(n.StartedAt)), nullMillis(millisPtr(n.FinishedAt)), nullText(n.Output), errJSON})
+	}
+	return args, nil
+}
+
+// nullText stores raw JSON as text, or NULL when there is none.
+func nullText(raw json.RawMessage) any {
+	if len(raw) == 0 {
+		return nil
+	}
+	return string(raw)
+}
+
+// nullJSON encodes an error record, or NULL for a nil pointer.
+func nullJSON[T any](v *T) (any, error) {
+	if v == nil {
+		return nil, nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, events.Errorf(events.CodeInvalid, "error record: %v", err)
+	}
+	return string(b), nil
+}
+
+func nullMillis(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return toMillis(*t)
+}
+
+func timePtr(v sql.NullInt64) *time.Time {
+	if !v.Valid {
+		return nil
+	}
+	t := fromMillis(v.Int64)
+	return &t
+}
+
+// millisPtr is *t at the stored precision, in UTC.
+func millisPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	c := t.UTC().Truncate(time.Millisecond)
+	return &c
+}
+
+// clampWork bounds the engine's work lists and log reads: 100 by default,
+// at most 1000.
+func clampWork(n int) int {
+	switch {
+	case n <= 0:
+		return 100
+	case n > 1000:
+		return 1000
+	}
+	return n
+}

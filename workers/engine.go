@@ -1,0 +1,291 @@
+package workers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/weftdev/weft/events"
+	"github.com/weftdev/weft/persistence"
+	"github.com/weftdev/weft/workers/flow"
+	"github.com/weftdev/weft/workers/nodes"
+)
+
+// RunStore is what the engine needs of the store.
+type RunStore interface {
+	persistence.Executions
+	GetWorkflow(ctx context.Context, userID, id string) (*persistence.Workflow, error)
+	GetWorkflowVersion(ctx context.Context, userID, id string, version int) (*persistence.Workflow, error)
+}
+
+// Verifier checks the credential a direct NATS submission carries and
+// returns its user: the same check the HTTP API makes.
+type Verifier func(ctx context.Context, credential string) (userID string, err error)
+
+// Config is the engine's behaviour. The zero value is the default.
+type Config struct {
+	// HopPerNode sends every node, pure ones too, through JetStream as a
+	// task. By default pure nodes run inline where their predecessors
+	// finished: the same records and events, without the hops.
+	HopPerNode bool
+	// Concurrency is the number of messages each consumer works on at
+	// once. Default 64.
+	Concurrency int
+	// Settings size the streams.
+	Settings events.Settings
+	// ReconcileEvery is how often executions stuck in queued or running are
+	// looked for; ReconcileAfter is how old one must be. Defaults 30 s, 2 min.
+	ReconcileEvery time.Duration
+	ReconcileAfter time.Duration
+	Log            *slog.Logger
+	Now            func() time.Time
+}
+
+// Engine runs executions.
+type Engine struct {
+	cfg    Config
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	store  RunStore
+	verify Verifier
+	log    *slog.Logger
+	graphs *lru.Cache[string, *cachedGraph]
+
+	mu      sync.Mutex
+	running map[string]map[*int]context.CancelFunc // execution id → cancels of its running nodes
+	stops   []func()
+}
+
+type cachedGraph struct {
+	userID string
+	graph  *flow.Graph
+}
+
+// New returns an engine; Start makes it work.
+func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, store RunStore, verify Verifier) (*Engine, error) {
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 64
+	}
+	if cfg.ReconcileEvery <= 0 {
+		cfg.ReconcileEvery = 30 * time.Second
+	}
+	if cfg.ReconcileAfter <= 0 {
+		cfg.ReconcileAfter = 2 * time.Minute
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	graphs, err := lru.New[string, *cachedGraph](4096)
+	if err != nil {
+		return nil, err
+	}
+	return &Engine{cfg: cfg, nc: nc, js: js, store: store, verify: verify, log: cfg.Log, graphs: graphs,
+		running: map[string]map[*int]context.CancelFunc{}}, nil
+}
+
+// EnsureStreams creates or updates every stream.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, s events.Settings) error {
+	for _, sc := range events.Streams(s) {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("stream %s: %w", sc.Name, err)
+		}
+	}
+	return nil
+}
+
+// Start declares the streams and starts the starter, the reconciler and a
+// pool for each of types (upper-case node types).
+func (e *Engine) Start(ctx context.Context, types []string) error {
+	if err := EnsureStreams(ctx, e.js, e.cfg.Settings); err != nil {
+		return err
+	}
+	sub, err := e.nc.Subscribe(events.EventKindFilter(events.KindCancelled), e.onCancelled)
+	if err != nil {
+		return err
+	}
+	e.stops = append(e.stops, func() { _ = sub.Unsubscribe() })
+	if err := e.consume(ctx, events.StreamSubmit, events.StarterConsumer(e.cfg.Settings), e.handleSubmit); err != nil {
+		return err
+	}
+	for _, t := range types {
+		if _, ok := nodes.Lookup(t); !ok {
+			return fmt.Errorf("no runner for node type %s", t)
+		}
+		if err := e.consume(ctx, events.StreamTasks, events.TaskConsumerConfig(t, e.cfg.Settings), e.handleTask); err != nil {
+			return err
+		}
+	}
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() { defer close(done); e.reconcileLoop(rctx) }()
+	e.stops = append(e.stops, func() { cancel(); <-done })
+	return nil
+}
+
+// Stop stops taking messages, finishes those in hand, and returns.
+func (e *Engine) Stop() {
+	for i := len(e.stops) - 1; i >= 0; i-- {
+		e.stops[i]()
+	}
+	e.stops = nil
+}
+
+// consume runs handle on the consumer's messages, Concurrency at a time:
+// one Consume callback feeds a fixed set of goroutines.
+func (e *Engine) consume(ctx context.Context, stream string, cc jetstream.ConsumerConfig, handle func(context.Context, jetstream.Msg)) error {
+	cons, err := e.js.CreateOrUpdateConsumer(ctx, stream, cc)
+	if err != nil {
+		return fmt.Errorf("consumer %s: %w", cc.Durable, err)
+	}
+	work := make(chan jetstream.Msg)
+	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	for range e.cfg.Concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for m := range work {
+				e.safely(hctx, cc.Durable, handle, m)
+			}
+		}()
+	}
+	sub, err := cons.Consume(func(m jetstream.Msg) { work <- m },
+		jetstream.PullMaxMessages(2*e.cfg.Concurrency),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
+				e.log.Debug("consume", "consumer", cc.Durable, "err", err)
+			}
+		}))
+	if err != nil {
+		cancel()
+		close(work)
+		wg.Wait()
+		return err
+	}
+	e.stops = append(e.stops, func() {
+		sub.Drain()
+		<-sub.Closed()
+		close(work)
+		wg.Wait()
+		cancel()
+	})
+	return nil
+}
+
+// safely runs a handler; a panic is logged and the message redelivered
+// later, so a poison message reaches MaxDeliver instead of killing the
+// worker.
+func (e *Engine) safely(ctx context.Context, consumer string, handle func(context.Context, jetstream.Msg), m jetstream.Msg) {
+	defer func() {
+		if r := recover(); r != nil {
+			e.log.Error("handler panicked", "consumer", consumer, "subject", m.Subject(), "panic", r, "stack", string(debug.Stack()))
+			if md, err := m.Metadata(); err == nil && md.NumDelivered >= 3 {
+				// The handler keeps panicking: give up on it for good.
+				e.reject(ctx, m, "", events.Errorf("panic", "the worker failed on this message %d times: %v", md.NumDelivered, r))
+				return
+			}
+			_ = m.NakWithDelay(time.Second)
+		}
+	}()
+	handle(ctx, m)
+}
+
+// graph returns the compiled graph of one workflow version, compiled once
+// per process.
+func (e *Engine) graph(ctx context.Context, userID, workflowID string, version int) (*flow.Graph, error) {
+	key := fmt.Sprintf("%s:%d", workflowID, version)
+	if c, ok := e.graphs.Get(key); ok && c.userID == userID {
+		return c.graph, nil
+	}
+	w, err := e.store.GetWorkflowVersion(ctx, userID, workflowID, version)
+	if err != nil {
+		return nil, err
+	}
+	g, err := compileStored(w)
+	if err != nil {
+		return nil, err
+	}
+	e.graphs.Add(key, &cachedGraph{userID: userID, graph: g})
+	return g, nil
+}
+
+// Graph returns the compiled graph of a stored workflow version, from the
+// process's cache when it has it.
+func (e *Engine) Graph(ctx context.Context, w *persistence.Workflow) (*flow.Graph, error) {
+	key := fmt.Sprintf("%s:%d", w.ID, w.Version)
+	if c, ok := e.graphs.Get(key); ok && c.userID == w.UserID {
+		return c.graph, nil
+	}
+	g, err := compileStored(w)
+	if err != nil {
+		return nil, err
+	}
+	e.graphs.Add(key, &cachedGraph{userID: w.UserID, graph: g})
+	return g, nil
+}
+
+func compileStored(w *persistence.Workflow) (*flow.Graph, error) {
+	def, problems := flow.Parse(w.Definition)
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("stored workflow %s v%d no longer validates: %s", w.ID, w.Version, problems[0].Message)
+	}
+	return flow.Compile(def)
+}
+
+// track registers the cancel func of a node running for an execution, so a
+// cancel event stops it; the returned func unregisters it.
+func (e *Engine) track(executionID string, cancel context.CancelFunc) func() {
+	key := new(int)
+	e.mu.Lock()
+	m := e.running[executionID]
+	if m == nil {
+		m = map[*int]context.CancelFunc{}
+		e.running[executionID] = m
+	}
+	m[key] = cancel
+	e.mu.Unlock()
+	return func() {
+		e.mu.Lock()
+		delete(m, key)
+		if len(m) == 0 {
+			delete(e.running, executionID)
+		}
+		e.mu.Unlock()
+	}
+}
+
+// onCancelled stops the nodes this process runs for a cancelled execution.
+func (e *Engine) onCancelled(msg *nats.Msg) {
+	id := executionOf(msg.Subject)
+	e.mu.Lock()
+	for _, cancel := range e.running[id] {
+		cancel()
+	}
+	e.mu.Unlock()
+}
+
+// executionOf reads the execution id out of weft.events.<id>.<kind>.
+func executionOf(subject string) string {
+	const prefix = "weft.events."
+	if len(subject) <= len(prefix) {
+		return ""
+	}
+	rest := subject[len(prefix):]
+	for i := len(rest) - 1; i >= 0; i-- {
+		if rest[i] == '.' {
+			return rest[:i]
+		}
+	}
+	return rest
+}

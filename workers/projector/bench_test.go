@@ -1,0 +1,73 @@
+package projector
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/weftdev/weft/events"
+)
+
+// benchEvents is n executions of the common shape: queued, a node event,
+// the terminal event with the rest of the nodes (three events each).
+func benchEvents(n int, tag string, at time.Time) []events.Event {
+	out := make([]events.Event, 0, 3*n)
+	for i := range n {
+		x := exec{id: fmt.Sprintf("%s-%07d", tag, i), user: fmt.Sprintf("u%d", i%8), wf: fmt.Sprintf("w%d", i%20), at: at}
+		out = append(out, x.ev(events.KindQueued),
+			x.ev(events.KindNode, node("a", "INPUT", "completed"), node("b", "TRANSFORM", "completed")),
+			x.end(events.KindCompleted, float64(1+i%50), node("c", "HTTP", "completed"), node("d", "OUTPUT", "completed")))
+	}
+	return out
+}
+
+// BenchmarkApplyBatch measures the script alone: one run applies 256
+// events (85 executions and a third) of fresh executions.
+func BenchmarkApplyBatch(b *testing.B) {
+	bn := setup(b)
+	p := NewWithConfig(bn.js, bn.rdb, Config{Prefix: bn.prefix})
+	ctx := context.Background()
+	require.NoError(b, bn.rdb.Set(ctx, p.k.marker(), "bench", 0).Err())
+	evs := benchEvents((b.N*256+2)/3, "b", time.Now())
+	now := time.Now()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		args := []any{p.k.ns, int64(7 * 24 * 3600), int64(3600)}
+		for j := range evs[i*256 : (i+1)*256] {
+			ev := wireEvent{ExecutionID: evs[i*256+j].ExecutionID, Kind: evs[i*256+j].Kind, UserID: evs[i*256+j].UserID,
+				WorkflowID: evs[i*256+j].WorkflowID, At: evs[i*256+j].At, Nodes: evs[i*256+j].Nodes, DurationMs: evs[i*256+j].DurationMs}
+			args, _ = p.appendEvent(args, &ev, now)
+		}
+		require.NoError(b, applyScript.Run(ctx, bn.rdb, []string{p.k.marker()}, args...).Err())
+	}
+	b.ReportMetric(float64(b.N*256)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkProject measures the whole projector: events already in the
+// stream, consumed, applied and acked.
+func BenchmarkProject(b *testing.B) {
+	bn := setup(b)
+	evs := benchEvents((b.N+2)/3, "p", time.Now())
+	nc, err := nats.Connect(bn.js.Conn().ConnectedUrl())
+	require.NoError(b, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(b, err)
+	for _, ev := range evs {
+		data, err := json.Marshal(ev)
+		require.NoError(b, err)
+		_, err = js.PublishAsync(events.EventSubject(ev.ExecutionID, ev.Kind), data)
+		require.NoError(b, err)
+	}
+	<-js.PublishAsyncComplete()
+	b.ResetTimer()
+	bn.start(b, Config{})
+	bn.waitIdle(b)
+	b.ReportMetric(float64(len(evs))/b.Elapsed().Seconds(), "events/s")
+}

@@ -1,0 +1,66 @@
+// Package projector keeps the dashboard's per-user counters in Redis,
+// built from the WEFT_EVENTS stream, and reads them back for the HTTP API.
+//
+//	weft.events.<id>.<kind> ─▶ WEFT_EVENTS ─▶ durable "projector" (any number of processes)
+//	                                              │ up to 256 events at a time
+//	                                              ▼
+//	                         one Lua script per batch (one round trip):
+//	                           per-execution phase hash  ─ dedupe, gauges
+//	                           per-user counters          ─ Overview
+//	                           per-workflow counters+hist ─ Workflows
+//	                           per-minute buckets (TTL)   ─ Metrics
+//	                                              │
+//	                                   ack the batch ◀┘
+//
+//	Reader (no consumer needed: the ingress reads with it) ─▶ Overview, Workflows, Metrics
+//
+// # Effectively once, in any order
+//
+// Every execution has a small phase hash in Redis recording which of
+// queued, started (or a node event) and a terminal event it has seen, who
+// it belongs to, and which of its nodes were counted. The script reads it,
+// derives what had been counted (queued or running gauge, status counter),
+// applies the event, and moves the counters by the difference. So a
+// redelivered or republished event changes nothing, and the counters come
+// out the same whatever the order events arrive in: two projectors on the
+// same durable consumer apply their batches in any interleaving. The hash
+// lives seven days while the execution is open and an hour once it has
+// ended (Config.OpenTTL, Config.DoneTTL): long enough to absorb
+// redeliveries and republishes, short enough that thousands of executions
+// a second do not fill Redis.
+//
+// # Rebuild
+//
+// Redis holds only what can be rebuilt. A marker key says the counters
+// were built from the stream; when it is missing (a FLUSHALL, a new Redis,
+// the prefix's keys deleted) the script refuses to apply anything, and one
+// projector (elected by a lock key) deletes what is left under the prefix,
+// deletes and recreates the durable consumer so that it delivers the
+// stream from its first message, and sets the marker. The counters then
+// cover what the stream still holds: events.Settings.EventsMaxAge (7 days
+// by default) or EventsMaxBytes, whichever is reached first.
+//
+// # What is counted
+//
+//   - executions.total counts executions (each once, at its first event
+//     carrying a user); queued and running are gauges; completed, failed,
+//     cancelled and rejected count terminal events, one per execution.
+//   - nodes.total and nodes.byType count node transitions to completed or
+//     failed: the nodes that ran. Skipped and cancelled nodes did not run;
+//     they are counted in nodes.byStatus only.
+//   - workflows counts the distinct workflows a user ran.
+//   - avgDurationMs, and the per-workflow and per-window durations, cover
+//     terminal events that carry a duration (an execution cancelled while
+//     queued has none).
+//   - successRate is completed / (completed + failed + cancelled); rejected
+//     submissions never ran and are left out.
+//
+// Percentiles come from a fixed histogram of four buckets per doubling
+// (bucket edges 2^(k/4) ms, from 1/16 ms to 2^27 ms, about 37 hours); a
+// percentile is reported as its bucket's geometric midpoint, within 9.1 %
+// (2^(1/8)) of the true value, clamped at the histogram's ends.
+//
+// Per-minute buckets are keyed by the minute the execution finished (the
+// event's At), so a rebuild writes the same buckets; buckets older than
+// the metrics horizon are not written at all.
+package projector

@@ -1,0 +1,482 @@
+package projector
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/weftdev/weft/events"
+)
+
+// Config tunes a Projector. The zero value of every field means the
+// default given beside it.
+type Config struct {
+	// Prefix starts every key the projector writes, so deployments and
+	// tests can share a Redis server.
+	Prefix string
+	// Log receives what goes wrong; discarded when nil.
+	Log *slog.Logger
+	// BatchSize is the most events applied in one Redis round trip.
+	// Default 256.
+	BatchSize int
+	// OpenTTL is how long an execution's phase hash outlives its last
+	// event while the execution is open: it must outlast the longest
+	// execution. Default 7 days.
+	OpenTTL time.Duration
+	// DoneTTL is how long the phase hash is kept after the terminal event,
+	// to recognise redeliveries and republished events. Default 1 hour.
+	DoneTTL time.Duration
+	// CheckEvery is how often an idle projector checks that the counters
+	// are still there. Default 2 s.
+	CheckEvery time.Duration
+	// MetricsHorizon is the age beyond which a finished execution is not
+	// written to a per-minute bucket. Default 62 minutes (Metrics reads 61).
+	MetricsHorizon time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+func (c Config) withDefaults() Config {
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = 256
+	}
+	if c.OpenTTL <= 0 {
+		c.OpenTTL = 7 * 24 * time.Hour
+	}
+	if c.DoneTTL <= 0 {
+		c.DoneTTL = time.Hour
+	}
+	if c.CheckEvery <= 0 {
+		c.CheckEvery = 2 * time.Second
+	}
+	if c.MetricsHorizon <= 0 {
+		c.MetricsHorizon = 62 * time.Minute
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// Projector consumes WEFT_EVENTS and keeps the dashboard counters; it
+// embeds the Reader that serves them. Any number of processes may run one
+// on the same Redis prefix: they share the durable consumer.
+type Projector struct {
+	*Reader
+	js  jetstream.JetStream
+	rdb goredis.UniversalClient
+	cfg Config
+	k   keys
+}
+
+// New returns a projector with the default configuration.
+func New(js jetstream.JetStream, rdb goredis.UniversalClient, prefix string, log *slog.Logger) *Projector {
+	return NewWithConfig(js, rdb, Config{Prefix: prefix, Log: log})
+}
+
+// NewWithConfig returns a projector configured by cfg.
+func NewWithConfig(js jetstream.JetStream, rdb goredis.UniversalClient, cfg Config) *Projector {
+	cfg = cfg.withDefaults()
+	r := NewReader(rdb, cfg.Prefix)
+	r.now = cfg.Now
+	return &Projector{Reader: r, js: js, rdb: rdb, cfg: cfg, k: newKeys(cfg.Prefix)}
+}
+
+// errRebuild ends a consuming session because the counters are gone.
+var errRebuild = errors.New("projector: counters missing, rebuild")
+
+// Run consumes events until ctx is done, then drains: the messages in
+// hand are applied and acked before it returns nil. Failures of NATS or
+// Redis are logged and retried, never returned: the projector outlives
+// both.
+func (p *Projector) Run(ctx context.Context) error {
+	backoff := newBackoff()
+	for {
+		began := time.Now()
+		err := p.ensureBuilt(ctx)
+		if err == nil {
+			err = p.session(ctx)
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, errRebuild) {
+			continue
+		}
+		if time.Since(began) > time.Minute {
+			backoff.reset() // it worked a while: this is a new failure
+		}
+		p.cfg.Log.Warn("projector: retrying", "err", err)
+		if !sleep(ctx, backoff.next()) {
+			return nil
+		}
+	}
+}
+
+// ensureBuilt returns once the marker is present, rebuilding first when
+// it is not. One projector rebuilds, elected by the lock; the others wait
+// for the marker.
+func (p *Projector) ensureBuilt(ctx context.Context) error {
+	for {
+		n, err := p.rdb.Exists(ctx, p.k.marker()).Result()
+		if err != nil {
+			return fmt.Errorf("check marker: %w", err)
+		}
+		if n == 1 {
+			return nil
+		}
+		token := randomToken()
+		// The lock's TTL bounds how long a projector that died mid-rebuild
+		// holds up the others.
+		ok, err := p.rdb.SetNX(ctx, p.k.lock(), token, time.Minute).Result()
+		if err != nil {
+			return fmt.Errorf("take rebuild lock: %w", err)
+		}
+		if ok {
+			err := p.rebuild(ctx)
+			p.unlock(token)
+			return err
+		}
+		if !sleep(ctx, 200*time.Millisecond) {
+			return ctx.Err()
+		}
+	}
+}
+
+// rebuild sweeps what is left of the counters, replaces the durable
+// consumer by one that delivers the stream from its start, and sets the
+// marker. Appliers refuse batches until the marker is back, so nothing is
+// counted into the keyspace while it is swept.
+func (p *Projector) rebuild(ctx context.Context) error {
+	if n, err := p.rdb.Exists(ctx, p.k.marker()).Result(); err != nil || n == 1 {
+		return err // another projector finished a rebuild meanwhile
+	}
+	p.cfg.Log.Info("projector: rebuilding the dashboard counters from the event stream")
+	if err := p.sweep(ctx); err != nil {
+		return fmt.Errorf("sweep: %w", err)
+	}
+	err := p.js.DeleteConsumer(ctx, events.StreamEvents, events.ConsumerProjector)
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("delete consumer: %w", err)
+	}
+	cc := events.ProjectorConsumer()
+	cc.DeliverPolicy = jetstream.DeliverAllPolicy // replay is the point; say so here too
+	if _, err := p.js.CreateOrUpdateConsumer(ctx, events.StreamEvents, cc); err != nil {
+		return fmt.Errorf("create consumer: %w", err)
+	}
+	return p.rdb.Set(ctx, p.k.marker(), p.cfg.Now().UTC().Format(time.RFC3339), 0).Err()
+}
+
+// sweep deletes every projector key but the lock, on every master of a
+// cluster.
+func (p *Projector) sweep(ctx context.Context) error {
+	if c, ok := p.rdb.(*goredis.ClusterClient); ok {
+		return c.ForEachMaster(ctx, func(ctx context.Context, n *goredis.Client) error {
+			return p.sweepOne(ctx, n)
+		})
+	}
+	return p.sweepOne(ctx, p.rdb)
+}
+
+func (p *Projector) sweepOne(ctx context.Context, rdb goredis.UniversalClient) error {
+	var cursor uint64
+	for {
+		found, next, err := rdb.Scan(ctx, cursor, p.k.pattern(), 1000).Result()
+		if err != nil {
+			return err
+		}
+		del := found[:0]
+		for _, k := range found {
+			if k != p.k.lock() {
+				del = append(del, k)
+			}
+		}
+		if len(del) > 0 {
+			if err := rdb.Unlink(ctx, del...).Err(); err != nil {
+				return err
+			}
+		}
+		if next == 0 {
+			return nil
+		}
+		cursor = next
+	}
+}
+
+// unlock releases the rebuild lock if it is still ours.
+func (p *Projector) unlock(token string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = unlockScript.Run(ctx, p.rdb, []string{p.k.lock()}, token).Err()
+}
+
+var unlockScript = goredis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`)
+
+// session consumes until ctx is done (nil, after draining), the counters
+// go missing (errRebuild) or the consumer ends (an error).
+func (p *Projector) session(ctx context.Context) error {
+	cons, err := p.js.CreateOrUpdateConsumer(ctx, events.StreamEvents, events.ProjectorConsumer())
+	if err != nil {
+		return fmt.Errorf("consumer %s: %w", events.ConsumerProjector, err)
+	}
+	size := p.cfg.BatchSize
+	// The callback only hands messages over; one goroutine batches and
+	// applies them, so there is one script in flight per process and no
+	// goroutine per event. Twice a batch in the client keeps the next
+	// batch ready while one is applied.
+	in := make(chan jetstream.Msg, 2*size)
+	cc, err := cons.Consume(func(m jetstream.Msg) { in <- m },
+		jetstream.PullMaxMessages(2*size),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
+				p.cfg.Log.Debug("projector: consume", "err", err)
+			}
+		}))
+	if err != nil {
+		return fmt.Errorf("consume: %w", err)
+	}
+	closed := cc.Closed()
+	// Applying outlives ctx: a drain applies what it holds.
+	actx := context.WithoutCancel(ctx)
+	check := time.NewTicker(p.cfg.CheckEvery)
+	defer check.Stop()
+	batch := make([]jetstream.Msg, 0, size)
+	applyBatch := func() error {
+		err := p.apply(actx, batch)
+		clear(batch)
+		batch = batch[:0]
+		return err
+	}
+	// abandon stops the consumer and gives back what it holds: after a
+	// rebuild those messages come again from the new consumer.
+	abandon := func(err error) error {
+		cc.Stop()
+		for {
+			select {
+			case m := <-in:
+				_ = m.Nak()
+			case <-closed:
+				for len(in) > 0 {
+					_ = (<-in).Nak()
+				}
+				return err
+			}
+		}
+	}
+	for {
+		select {
+		case m := <-in:
+			batch = append(batch, m)
+		fill:
+			for len(batch) < size {
+				select {
+				case m := <-in:
+					batch = append(batch, m)
+				default:
+					break fill
+				}
+			}
+			if err := applyBatch(); err != nil {
+				return abandon(err)
+			}
+		case <-check.C:
+			n, err := p.rdb.Exists(actx, p.k.marker()).Result()
+			if err == nil && n == 0 {
+				return abandon(errRebuild)
+			}
+		case <-closed:
+			// Stopped under us: the consumer was deleted (a rebuild by
+			// another projector) or the connection closed.
+			for len(in) > 0 {
+				_ = (<-in).Nak()
+			}
+			return errors.New("projector: consumer closed")
+		case <-ctx.Done():
+			cc.Drain()
+			for {
+				select {
+				case m := <-in:
+					batch = append(batch, m)
+					if len(batch) == size {
+						if err := applyBatch(); err != nil {
+							return abandon(err)
+						}
+					}
+				case <-closed:
+					for len(in) > 0 && len(batch) < size {
+						batch = append(batch, <-in)
+					}
+					if len(batch) > 0 {
+						if err := applyBatch(); err != nil {
+							return abandon(err)
+						}
+					}
+					if len(in) > 0 {
+						continue
+					}
+					return nil
+				}
+			}
+		}
+	}
+}
+
+// wireEvent is the part of events.Event the projector reads; decoding into
+// it skips the Execution and Error payloads of terminal events.
+type wireEvent struct {
+	ExecutionID string             `json:"executionId"`
+	Kind        string             `json:"kind"`
+	UserID      string             `json:"userId"`
+	WorkflowID  string             `json:"workflowId"`
+	At          time.Time          `json:"at"`
+	Nodes       []events.NodeEvent `json:"nodes"`
+	DurationMs  float64            `json:"durationMs"`
+}
+
+// apply counts a batch in one script run and acks it. A message that is
+// not an event we count is acked (or terminated, if unreadable) without
+// being applied. On a Redis error nothing is acked: the caller gives the
+// batch back.
+func (p *Projector) apply(ctx context.Context, batch []jetstream.Msg) error {
+	args := make([]any, 3, 3+12*len(batch))
+	args[0] = p.k.ns
+	args[1] = int64(p.cfg.OpenTTL / time.Second)
+	args[2] = int64(p.cfg.DoneTTL / time.Second)
+	now := p.cfg.Now()
+	applied := 0
+	var ev wireEvent
+	for _, m := range batch {
+		ev = wireEvent{}
+		if err := json.Unmarshal(m.Data(), &ev); err != nil || ev.ExecutionID == "" {
+			p.cfg.Log.Warn("projector: unreadable event dropped", "subject", m.Subject(), "err", err)
+			_ = m.Term()
+			continue
+		}
+		var ok bool
+		if args, ok = p.appendEvent(args, &ev, now); ok {
+			applied++
+		}
+	}
+	if applied > 0 {
+		res, err := applyScript.Run(ctx, p.rdb, []string{p.k.marker()}, args...).Int()
+		if err == nil && res < 0 {
+			err = errRebuild
+		} else if err != nil {
+			err = fmt.Errorf("apply %d events: %w", applied, err)
+		}
+		if err != nil {
+			// Given back for redelivery now rather than after AckWait.
+			for _, m := range batch {
+				_ = m.Nak()
+			}
+			return err
+		}
+	}
+	for _, m := range batch {
+		_ = m.Ack()
+	}
+	return nil
+}
+
+// appendEvent appends an event's script arguments, or reports false for
+// a kind this version does not count (it is acked all the same).
+func (p *Projector) appendEvent(args []any, ev *wireEvent, now time.Time) ([]any, bool) {
+	switch ev.Kind {
+	case events.KindQueued, events.KindStarted, events.KindNode,
+		events.KindCompleted, events.KindFailed, events.KindCancelled, events.KindRejected:
+	default:
+		return args, false
+	}
+	dus, bucket, minute, mexp := "", "", "", ""
+	terminal := events.TerminalKind(ev.Kind) || ev.Kind == events.KindRejected
+	if terminal && ev.DurationMs > 0 {
+		dus = strconv.FormatInt(int64(ev.DurationMs*1000+0.5), 10)
+		bucket = strconv.Itoa(bucketOf(ev.DurationMs))
+	}
+	// A rebuild replays old events: only recent ones go to the per-minute
+	// buckets, which would expire at once anyway.
+	if terminal && !ev.At.IsZero() && ev.At.After(now.Add(-p.cfg.MetricsHorizon)) && ev.At.Before(now.Add(time.Hour)) {
+		mi := minuteOf(ev.At)
+		minute = strconv.FormatInt(mi, 10)
+		// Kept two hours past the minute: Metrics reads the last 61.
+		mexp = strconv.FormatInt((mi+1)*60+int64(2*time.Hour/time.Second), 10)
+	}
+	nodeAt := len(args) + 8
+	args = append(args, ev.ExecutionID, ev.Kind, ev.UserID, ev.WorkflowID, dus, bucket, minute, mexp, 0)
+	nn := 0
+	for j, n := range ev.Nodes {
+		if !countedNodeStatus(n.Status) || n.ID == "" || repeated(ev.Nodes[:j], n.ID) {
+			continue
+		}
+		args = append(args, n.ID, n.Type, n.Status)
+		nn++
+	}
+	args[nodeAt] = nn
+	return args, true
+}
+
+// countedNodeStatus reports whether a node status is final: the node
+// transitions that are counted.
+func countedNodeStatus(s string) bool {
+	switch s {
+	case "completed", "failed", "skipped", "cancelled":
+		return true
+	}
+	return false
+}
+
+// repeated reports whether id is among the node transitions before it in
+// the same event; the script counts each node once per execution and
+// must not see it twice in one event.
+func repeated(before []events.NodeEvent, id string) bool {
+	for _, n := range before {
+		if n.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+func randomToken() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// sleep waits d or until ctx is done, reporting whether it waited all of d.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+type backoff struct{ d time.Duration }
+
+func newBackoff() *backoff { return &backoff{d: 100 * time.Millisecond} }
+
+func (b *backoff) next() time.Duration {
+	d := b.d
+	b.d = min(2*b.d, 5*time.Second)
+	return d
+}
+
+func (b *backoff) reset() { b.d = 100 * time.Millisecond }

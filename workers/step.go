@@ -1,0 +1,480 @@
+package workers
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/weftdev/weft/events"
+	"github.com/weftdev/weft/persistence"
+	"github.com/weftdev/weft/workers/flow"
+	"github.com/weftdev/weft/workers/nodes"
+)
+
+// step is one execution held in memory while a worker advances it.
+type step struct {
+	e   *Engine
+	ex  *persistence.Execution
+	g   *flow.Graph
+	now time.Time
+
+	upd      persistence.ExecutionUpdate
+	changed  []events.NodeEvent // node transitions made here
+	tasks    []string           // nodes to send as tasks
+	sent     map[string]bool    // tasks an earlier commit of this worker sent
+	failure  *persistence.ExecutionError
+	inputs   map[string]any
+	outputs  map[string]any // decoded outputs, by node id
+	finished bool
+}
+
+func newStep(e *Engine, ex *persistence.Execution, g *flow.Graph) *step {
+	if ex.Nodes == nil {
+		ex.Nodes = map[string]*persistence.NodeState{}
+	}
+	now := e.cfg.Now().UTC()
+	return &step{e: e, ex: ex, g: g, now: now, outputs: map[string]any{},
+		upd: persistence.ExecutionUpdate{ID: ex.ID, Nodes: map[string]*persistence.NodeState{}}}
+}
+
+func (s *step) status(id string) string {
+	if n := s.ex.Nodes[id]; n != nil {
+		return n.Status
+	}
+	return persistence.NodePending
+}
+
+// set records a node's new state, in memory and in the pending update.
+func (s *step) set(id string, n *persistence.NodeState) {
+	s.ex.Nodes[id] = n
+	s.upd.Nodes[id] = n
+	ev := events.NodeEvent{ID: id, Type: n.Type, Status: n.Status, Attempts: n.Attempts}
+	if n.StartedAt != nil && n.FinishedAt != nil {
+		ev.DurationMs = float64(n.FinishedAt.Sub(*n.StartedAt).Microseconds()) / 1000
+	}
+	s.changed = append(s.changed, ev)
+}
+
+// begin marks a queued execution running.
+func (s *step) begin() {
+	if s.ex.Status == persistence.StatusQueued {
+		t := s.now
+		s.upd.Start = &t
+		s.ex.Status = persistence.StatusRunning
+		s.ex.StartedAt = &t
+	}
+}
+
+// scope is what the node's expressions may read: only the nodes it refers
+// to are decoded.
+func (s *step) scope(n *flow.CompiledNode) (flow.Scope, error) {
+	if s.inputs == nil {
+		s.inputs = map[string]any{}
+		if len(s.ex.Inputs) > 0 {
+			if err := json.Unmarshal(s.ex.Inputs, &s.inputs); err != nil {
+				return flow.Scope{}, fmt.Errorf("inputs: %w", err)
+			}
+		}
+	}
+	sc := flow.Scope{Input: s.inputs, Execution: flow.ExecutionInfo{ID: s.ex.ID, WorkflowID: s.ex.WorkflowID}}
+	if len(n.Refs) > 0 {
+		sc.Nodes = make(map[string]flow.NodeResult, len(n.Refs))
+		for _, ref := range n.Refs {
+			out, err := s.output(ref)
+			if err != nil {
+				return flow.Scope{}, err
+			}
+			sc.Nodes[ref] = flow.NodeResult{Output: out, Status: s.status(ref)}
+		}
+	}
+	return sc, nil
+}
+
+func (s *step) output(id string) (any, error) {
+	if v, ok := s.outputs[id]; ok {
+		return v, nil
+	}
+	var v any
+	if n := s.ex.Nodes[id]; n != nil && len(n.Output) > 0 {
+		if err := json.Unmarshal(n.Output, &v); err != nil {
+			return nil, fmt.Errorf("output of %s: %w", id, err)
+		}
+	}
+	s.outputs[id] = v
+	return v, nil
+}
+
+// readiness tells whether every predecessor of id is resolved, and whether
+// at least one edge into it was taken.
+func (s *step) readiness(n *flow.CompiledNode) (ready, taken bool) {
+	if len(n.Predecessors) == 0 {
+		return true, true
+	}
+	for _, edge := range n.Predecessors {
+		st := s.status(edge.From)
+		if !persistence.Terminal(st) {
+			return false, false
+		}
+		if s.edgeTaken(edge, st) {
+			taken = true
+		}
+	}
+	return true, taken
+}
+
+func (s *step) edgeTaken(edge flow.Edge, predStatus string) bool {
+	pred := s.g.Nodes[edge.From]
+	switch {
+	case predStatus == persistence.StatusCompleted:
+	case predStatus == persistence.StatusFailed && pred.OnError == "continue":
+	default:
+		return false
+	}
+	if pred.Type != flow.TypeCondition {
+		return true
+	}
+	out, err := s.output(edge.From)
+	if err != nil {
+		return false
+	}
+	m, _ := out.(map[string]any)
+	result, _ := m["result"].(bool)
+	return (edge.Branch == "true") == result
+}
+
+// advance resolves every node it can: skips, inline runs, tasks. It repeats
+// until nothing more moves, then finishes the execution when all is done.
+func (s *step) advance(ctx context.Context) {
+	for moved := true; moved && s.failure == nil; {
+		moved = false
+		for _, id := range s.g.Order {
+			st := s.status(id)
+			if st != persistence.NodePending || s.sent[id] || slicesContains(s.tasks, id) {
+				continue
+			}
+			n := s.g.Nodes[id]
+			ready, taken := s.readiness(n)
+			switch {
+			case !ready:
+				continue
+			case !taken:
+				s.set(id, &persistence.NodeState{Type: n.Type, Status: persistence.NodeSkipped})
+				moved = true
+			case s.inline(n):
+				s.runInline(ctx, n)
+				moved = true
+			default:
+				s.tasks = append(s.tasks, id)
+			}
+			if s.failure != nil {
+				break
+			}
+		}
+	}
+	s.finishIfDone()
+}
+
+func (s *step) inline(n *flow.CompiledNode) bool {
+	if s.e.cfg.HopPerNode {
+		return false
+	}
+	spec, ok := nodes.Lookup(n.Type)
+	return ok && spec.Pure
+}
+
+// runInline runs a pure node here and now. Pure nodes fail only on their
+// own expressions, which another attempt would repeat, so they are not
+// retried.
+func (s *step) runInline(ctx context.Context, n *flow.CompiledNode) {
+	start := s.e.cfg.Now().UTC()
+	out, err := s.runNode(ctx, n, 1, nil)
+	s.record(n, 1, start, out, err)
+}
+
+// runNode runs one node with its scope. A panicking node fails, as a
+// node, with code "panic": another attempt would panic again, and the
+// worker goes on.
+func (s *step) runNode(ctx context.Context, n *flow.CompiledNode, attempt int, keepAlive func()) (out any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.e.log.Error("node panicked", "execution", s.ex.ID, "node", n.ID, "panic", r, "stack", string(debug.Stack()))
+			out, err = nil, nodes.Permanent("panic", "the node failed unexpectedly: %v", r)
+		}
+	}()
+	spec, ok := nodes.Lookup(n.Type)
+	if !ok {
+		return nil, nodes.Permanent("unsupported_node", "no worker runs %s nodes", n.Type)
+	}
+	sc, err := s.scope(n)
+	if err != nil {
+		return nil, err
+	}
+	if keepAlive == nil {
+		keepAlive = func() {}
+	}
+	in := nodes.Input{
+		Node: n, Scope: sc, ExecutionID: s.ex.ID, UserID: s.ex.UserID, Attempt: attempt,
+		IdempotencyKey: s.ex.ID + ":" + n.ID, KeepAlive: keepAlive,
+		Log: func(level, msg string) {
+			s.upd.Logs = append(s.upd.Logs, persistence.NodeLog{NodeID: n.ID, At: s.e.cfg.Now().UTC(), Level: level, Message: msg})
+		},
+	}
+	return spec.Runner.Run(ctx, in)
+}
+
+// record stores a node's result: completed with its output, or failed.
+func (s *step) record(n *flow.CompiledNode, attempt int, start time.Time, out any, err error) {
+	end := s.e.cfg.Now().UTC()
+	st := &persistence.NodeState{Type: n.Type, Attempts: attempt, StartedAt: &start, FinishedAt: &end}
+	if err == nil {
+		raw, merr := json.Marshal(out)
+		if merr != nil {
+			err = nodes.Permanent("bad_output", "the node's output is not JSON: %v", merr)
+		} else {
+			st.Status, st.Output = persistence.StatusCompleted, raw
+			s.set(n.ID, st)
+			delete(s.outputs, n.ID) // decoded from JSON on use: the same types inline and across hops
+			return
+		}
+	}
+	ne := nodes.Classify(err)
+	st.Status, st.Error = persistence.StatusFailed, &persistence.NodeError{Code: ne.Code, Message: ne.Message}
+	s.set(n.ID, st)
+	s.upd.Logs = append(s.upd.Logs, persistence.NodeLog{NodeID: n.ID, At: end, Level: "error", Message: ne.Error()})
+	if n.OnError != "continue" {
+		s.failure = &persistence.ExecutionError{NodeID: n.ID, Code: ne.Code, Message: ne.Message}
+	}
+}
+
+// finishIfDone ends the execution when a node failed it or every node is
+// resolved.
+func (s *step) finishIfDone() {
+	if s.failure != nil {
+		for _, id := range s.g.Order {
+			if st := s.status(id); !persistence.Terminal(st) {
+				s.set(id, &persistence.NodeState{Type: s.g.Nodes[id].Type, Status: persistence.StatusCancelled})
+			}
+		}
+		s.upd.Finish = &persistence.Finish{Status: persistence.StatusFailed, Error: s.failure, At: s.now}
+		s.finished = true
+		return
+	}
+	for _, id := range s.g.Order {
+		if !persistence.Terminal(s.status(id)) {
+			return
+		}
+	}
+	out, err := s.mergeOutputs()
+	if err != nil {
+		s.upd.Finish = &persistence.Finish{Status: persistence.StatusFailed, At: s.now,
+			Error: &persistence.ExecutionError{Code: "bad_output", Message: err.Error()}}
+	} else {
+		s.upd.Finish = &persistence.Finish{Status: persistence.StatusCompleted, Output: out, At: s.e.cfg.Now().UTC()}
+	}
+	s.finished = true
+}
+
+// mergeOutputs is the execution's output: the value of its one completed
+// OUTPUT node, or an object of several by node id.
+func (s *step) mergeOutputs() (json.RawMessage, error) {
+	var ids []string
+	for _, id := range s.g.Order {
+		if s.g.Nodes[id].Type == flow.TypeOutput && s.status(id) == persistence.StatusCompleted {
+			ids = append(ids, id)
+		}
+	}
+	switch len(ids) {
+	case 0:
+		return json.RawMessage("null"), nil
+	case 1:
+		return s.ex.Nodes[ids[0]].Output, nil
+	}
+	merged := make(map[string]json.RawMessage, len(ids))
+	for _, id := range ids {
+		merged[id] = s.ex.Nodes[id].Output
+	}
+	return json.Marshal(merged)
+}
+
+// commit writes the step and then publishes its tasks and events, waiting
+// for every PubAck: only then may the caller ack its message. It reports
+// whether the execution is still going (so a caller may advance again with
+// the state the store now has).
+func (s *step) commit(ctx context.Context) (*persistence.Execution, error) {
+	s.upd.Reload = !s.finished && s.hasOpenEffects()
+	res, err := s.e.store.ApplyExecution(ctx, s.upd)
+	if err != nil {
+		return nil, err
+	}
+	var futures []jetstream.PubAckFuture
+	publish := func(subject, msgID string, v any) error {
+		data, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		m := nats.NewMsg(subject)
+		m.Data = data
+		m.Header.Set(events.HeaderMsgID, msgID)
+		f, err := s.e.js.PublishMsgAsync(m)
+		if err != nil {
+			return err
+		}
+		futures = append(futures, f)
+		return nil
+	}
+	for _, id := range s.tasks {
+		n := s.g.Nodes[id]
+		if err := publish(events.TaskSubject(n.Type), events.TaskMsgID(s.ex.ID, id), events.Task{ExecutionID: s.ex.ID, NodeID: id}); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.publishEvents(publish, res.Finished); err != nil {
+		return nil, err
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return nil, err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return res.Execution, nil
+}
+
+// hasOpenEffects reports whether nodes may still be resolved elsewhere, by
+// workers running tasks: then the step reloads the state after writing,
+// so the last of two racing predecessors of a join sees both resolved.
+func (s *step) hasOpenEffects() bool {
+	for _, id := range s.g.Order {
+		if !persistence.Terminal(s.status(id)) && !s.inline(s.g.Nodes[id]) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *step) publishEvents(publish func(subject, msgID string, v any) error, won bool) error {
+	base := events.Event{ExecutionID: s.ex.ID, UserID: s.ex.UserID, WorkflowID: s.ex.WorkflowID, At: s.now}
+	if s.finished {
+		if !won {
+			// Another finisher (a cancel, a racing worker) ended it first and
+			// publishes the end.
+			return nil
+		}
+		return s.publishEnd(publish, base, s.changed)
+	}
+	if s.upd.Start != nil {
+		ev := base
+		ev.Kind = events.KindStarted
+		if err := publish(events.EventSubject(s.ex.ID, ev.Kind), s.ex.ID+".started", ev); err != nil {
+			return err
+		}
+	}
+	if len(s.changed) > 0 {
+		ev := base
+		ev.Kind, ev.Nodes = events.KindNode, s.changed
+		if err := publish(events.EventSubject(s.ex.ID, ev.Kind), s.ex.ID+".node."+nodeKey(s.changed), ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// publishEnd publishes the terminal event, with the whole execution.
+func (s *step) publishEnd(publish func(subject, msgID string, v any) error, base events.Event, changed []events.NodeEvent) error {
+	ex := s.ex
+	if f := s.upd.Finish; f != nil {
+		ex.Status, ex.Output, ex.Error, ex.FinishedAt = f.Status, f.Output, f.Error, &f.At
+	}
+	view, err := json.Marshal(View(ex, nil))
+	if err != nil {
+		return err
+	}
+	ev := base
+	ev.Kind, ev.Nodes, ev.Execution = ex.Status, changed, view
+	if ex.StartedAt != nil && ex.FinishedAt != nil {
+		ev.DurationMs = float64(ex.FinishedAt.Sub(*ex.StartedAt).Microseconds()) / 1000
+	}
+	if ex.Error != nil {
+		ev.Error = events.Errorf(ex.Error.Code, "%s", ex.Error.Message)
+	}
+	return publish(events.EventSubject(ex.ID, ev.Kind), ex.ID+"."+ev.Kind, ev)
+}
+
+// nodeKey names a set of node transitions for the event's Nats-Msg-Id.
+func nodeKey(changed []events.NodeEvent) string {
+	var b strings.Builder
+	for i, c := range changed {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(c.ID)
+		b.WriteByte(':')
+		b.WriteString(c.Status)
+	}
+	return b.String()
+}
+
+func slicesContains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// drive advances an execution and commits, again with the reloaded state
+// while that makes progress (another worker resolved a node meanwhile).
+func (e *Engine) drive(ctx context.Context, s *step) error {
+	for range len(s.g.Order) + 2 {
+		s.advance(ctx)
+		fresh, err := s.commit(ctx)
+		if err != nil {
+			return err
+		}
+		if fresh == nil || persistence.Terminal(fresh.Status) {
+			return nil
+		}
+		next := newStep(e, fresh, s.g)
+		next.sent = s.sent
+		if next.sent == nil {
+			next.sent = map[string]bool{}
+		}
+		for _, id := range s.tasks {
+			next.sent[id] = true
+		}
+		if !next.canMove() {
+			return nil
+		}
+		s = next
+	}
+	return nil
+}
+
+// canMove reports whether a node is ready that this worker has not yet
+// handled.
+func (s *step) canMove() bool {
+	done := true
+	for _, id := range s.g.Order {
+		st := s.status(id)
+		if !persistence.Terminal(st) {
+			done = false
+		}
+		if st != persistence.NodePending || s.sent[id] {
+			continue
+		}
+		if ready, _ := s.readiness(s.g.Nodes[id]); ready {
+			return true
+		}
+	}
+	return done
+}
