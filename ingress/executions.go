@@ -174,6 +174,15 @@ func (s *Server) submit(ctx context.Context, p *Principal, credential string, bo
 		}
 		return s.await(ctx, stored, done, wait)
 	}
+	// The queued event feeds the dashboard's gauge; it is published ahead
+	// of the submission on the same connection, so it is stored first.
+	// Counters can be rebuilt, so its PubAck is not waited for.
+	queued := nats.NewMsg(events.EventSubject(ex.ID, events.KindQueued))
+	queued.Data, _ = json.Marshal(events.Event{ExecutionID: ex.ID, Kind: events.KindQueued, UserID: ex.UserID, WorkflowID: ex.WorkflowID, At: ex.CreatedAt})
+	queued.Header.Set(events.HeaderMsgID, ex.ID+"."+events.KindQueued)
+	if _, err := s.deps.JS.PublishMsgAsync(queued); err != nil {
+		s.deps.Log.Debug("queued event not published", "execution", ex.ID, "err", err)
+	}
 	msg := nats.NewMsg(events.SubjectSubmit)
 	msg.Data, _ = json.Marshal(events.SubmitRequest{WorkflowID: w.ID, ExecutionID: ex.ID})
 	msg.Header.Set(events.HeaderMsgID, ex.ID)

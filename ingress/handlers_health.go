@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+
+	"github.com/weftdev/weft/events"
 )
 
 type checkResult struct {
@@ -66,4 +68,37 @@ func (s *Server) dashboardHealth(c *fiber.Ctx) error {
 		word = "degraded"
 	}
 	return c.JSON(fiber.Map{"status": word, "dependencies": results})
+}
+
+func (s *Server) dashboardOverview(c *fiber.Ctx) error {
+	if s.deps.Dashboard == nil {
+		return events.Errorf(events.CodeUnavailable, "the dashboard counters are not available")
+	}
+	o, err := s.deps.Dashboard.Overview(c.UserContext(), principal(c).UserID)
+	if err != nil {
+		return events.Errorf(events.CodeUnavailable, "the dashboard counters cannot be read right now")
+	}
+	return c.JSON(o)
+}
+
+func (s *Server) dashboardWorkflows(c *fiber.Ctx) error {
+	if s.deps.Dashboard == nil {
+		return events.Errorf(events.CodeUnavailable, "the dashboard counters are not available")
+	}
+	w, err := s.deps.Dashboard.Workflows(c.UserContext(), principal(c).UserID)
+	if err != nil {
+		return events.Errorf(events.CodeUnavailable, "the dashboard counters cannot be read right now")
+	}
+	return c.JSON(fiber.Map{"items": w})
+}
+
+func (s *Server) dashboardMetrics(c *fiber.Ctx) error {
+	if s.deps.Dashboard == nil {
+		return events.Errorf(events.CodeUnavailable, "the dashboard counters are not available")
+	}
+	m, err := s.deps.Dashboard.Metrics(c.UserContext(), principal(c).UserID)
+	if err != nil {
+		return events.Errorf(events.CodeUnavailable, "the dashboard counters cannot be read right now")
+	}
+	return c.JSON(m)
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/weftdev/weft/persistence"
 	"github.com/weftdev/weft/persistence/redis"
 	"github.com/weftdev/weft/workers/flow"
+	"github.com/weftdev/weft/workers/projector"
 )
 
 // Config is the ingress's behaviour. The zero value of each field means the
@@ -63,17 +64,19 @@ type Graphs interface {
 
 // Deps are the parts the ingress talks to.
 type Deps struct {
-	Store    persistence.Store
-	Auth     *Auth // built from Config.Auth when nil
-	NC       *nats.Conn
-	JS       jetstream.JetStream
-	Graphs   Graphs
-	Cache    *redis.Cache
-	Limiter  *redis.Limiter
-	Checks   []Check
-	Log      *slog.Logger
-	Registry *prometheus.Registry
-	Now      func() time.Time
+	Store  persistence.Store
+	Auth   *Auth // built from Config.Auth when nil
+	NC     *nats.Conn
+	JS     jetstream.JetStream
+	Graphs Graphs
+	// Dashboard reads the counters the projector keeps.
+	Dashboard *projector.Reader
+	Cache     *redis.Cache
+	Limiter   *redis.Limiter
+	Checks    []Check
+	Log       *slog.Logger
+	Registry  *prometheus.Registry
+	Now       func() time.Time
 }
 
 // Server is the HTTP API.
@@ -219,6 +222,9 @@ func (s *Server) routes() {
 	priv.Get("/executions/:id/logs", s.executionLogs)
 
 	priv.Get("/dashboard/health", s.dashboardHealth)
+	priv.Get("/dashboard/overview", s.dashboardOverview)
+	priv.Get("/dashboard/workflows", s.dashboardWorkflows)
+	priv.Get("/dashboard/metrics", s.dashboardMetrics)
 
 	app.Use(func(c *fiber.Ctx) error {
 		return fiber.NewError(fiber.StatusNotFound, "no route "+c.Method()+" "+c.Path())

@@ -31,6 +31,7 @@ import (
 	"github.com/weftdev/weft/persistence/sqlite"
 	"github.com/weftdev/weft/workers"
 	"github.com/weftdev/weft/workers/nodes"
+	"github.com/weftdev/weft/workers/projector"
 )
 
 // Modes of a Weft process.
@@ -161,7 +162,7 @@ func (m *Main) Run(ctx context.Context) error {
 			return fmt.Errorf("data dir: %w", err)
 		}
 	}
-	steps := []func(context.Context) error{m.startNATS, m.startStore, m.startRedis, m.startAuth, m.startEngine, m.startIngress}
+	steps := []func(context.Context) error{m.startNATS, m.startStore, m.startRedis, m.startAuth, m.startEngine, m.startProjector, m.startIngress}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
 			return err
@@ -241,6 +242,25 @@ func (m *Main) startAuth(ctx context.Context) error {
 	}
 	m.auth, err = ingress.NewAuth(ingress.AuthConfig{Secret: secret, BcryptCost: m.Config.BcryptCost}, m.store, cache, m.Log, nil)
 	return err
+}
+
+// startProjector runs the projector role: dashboard counters in Redis,
+// built from the event stream.
+func (m *Main) startProjector(ctx context.Context) error {
+	if !slices.Contains(m.Config.Roles, "projector") || m.rdb == nil {
+		return nil
+	}
+	p := projector.New(m.js, m.rdb, m.Config.RedisPrefix, m.Log)
+	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := p.Run(pctx); err != nil {
+			m.Log.Error("projector stopped", "err", err)
+		}
+	}()
+	m.onClose(func() { cancel(); <-done })
+	return nil
 }
 
 // startEngine builds the engine (the API compiles workflows with it) and,
@@ -349,15 +369,16 @@ func (m *Main) startIngress(ctx context.Context) error {
 		RateUser:       limit,
 		RateFailClosed: m.Config.RateFailClosed,
 	}, ingress.Deps{
-		Store:    m.store,
-		Auth:     m.auth,
-		NC:       m.nc,
-		JS:       m.js,
-		Graphs:   m.engine,
-		Cache:    redis.NewCache(m.rdb, m.Config.RedisPrefix),
-		Limiter:  redis.NewLimiter(m.rdb, m.Config.RedisPrefix+"rate:"),
-		Log:      m.Log,
-		Registry: reg,
+		Store:     m.store,
+		Auth:      m.auth,
+		NC:        m.nc,
+		JS:        m.js,
+		Graphs:    m.engine,
+		Dashboard: projector.NewReader(m.rdb, m.Config.RedisPrefix),
+		Cache:     redis.NewCache(m.rdb, m.Config.RedisPrefix),
+		Limiter:   redis.NewLimiter(m.rdb, m.Config.RedisPrefix+"rate:"),
+		Log:       m.Log,
+		Registry:  reg,
 		Checks: []ingress.Check{
 			{Name: "nats", Ping: func(context.Context) error { _, err := m.nc.RTT(); return err }},
 			{Name: "store", Ping: m.store.Ping},

@@ -60,5 +60,7 @@ func BenchmarkExecutionLifecycle(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "executions/s")
-	b.ReportMetric(float64(sqlite.BatchStats[1])/float64(sqlite.BatchStats[0]), "batch")
+	if batches, writes := sqlite.BatchStats(s); batches > 0 {
+		b.ReportMetric(float64(writes)/float64(batches), "writes/commit")
+	}
 }

@@ -5,8 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"os"
 	"runtime"
+	"sync"
+	"sync/atomic"
 
 	"github.com/weftdev/weft/events"
 )
@@ -36,6 +37,12 @@ type writer struct {
 	reqs chan *request
 	quit chan struct{}
 	done chan struct{}
+	// batches and writes count commits and the requests they carried,
+	// for tests and benchmarks.
+	batches, writes atomic.Int64
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // request is one write: fn runs on the writer's connection inside the
@@ -72,14 +79,17 @@ func newWriter(ctx context.Context, db *sql.DB) (*writer, error) {
 // statements and connection. Writes waiting to be taken fail with
 // errClosed.
 func (w *writer) close() error {
-	close(w.quit)
-	<-w.done
-	var errs []error
-	for _, st := range w.stmts {
-		errs = append(errs, st.Close())
-	}
-	errs = append(errs, w.conn.Close())
-	return errors.Join(errs...)
+	w.closeOnce.Do(func() {
+		close(w.quit)
+		<-w.done
+		var errs []error
+		for _, st := range w.stmts {
+			errs = append(errs, st.Close())
+		}
+		errs = append(errs, w.conn.Close())
+		w.closeErr = errors.Join(errs...)
+	})
+	return w.closeErr
 }
 
 // do runs fn in the writer and returns its error. Once the writer has
@@ -103,14 +113,22 @@ func (w *writer) run() {
 	batch := make([]*request, 0, maxBatch)
 	for {
 		select {
+		case <-w.quit: // takes precedence over waiting writes
+			return
+		default:
+		}
+		select {
 		case r := <-w.reqs:
 			batch = append(batch[:0], r)
 		case <-w.quit:
 			return
 		}
-		if yieldBeforeBatch {
-			runtime.Gosched()
-		}
+		// Yield once before draining: the callers the last commit woke
+		// are runnable but may not have run yet, and letting them queue
+		// their next write makes batches about four times larger (and the
+		// CPU per write ~18% lower) at full load. This is not a linger:
+		// with nothing else runnable it returns at once.
+		runtime.Gosched()
 	fill:
 		for len(batch) < maxBatch {
 			select {
@@ -121,8 +139,8 @@ func (w *writer) run() {
 			}
 		}
 		w.commit(batch)
-		BatchStats[0]++
-		BatchStats[1] += len(batch)
+		w.batches.Add(1)
+		w.writes.Add(int64(len(batch)))
 		for i, r := range batch {
 			close(r.done)
 			batch[i] = nil
@@ -279,6 +297,3 @@ type rowScanner interface{ Scan(...any) error }
 type errRow struct{ err error }
 
 func (r errRow) Scan(...any) error { return r.err }
-
-var BatchStats [2]int
-var yieldBeforeBatch = os.Getenv("YIELD") != ""

@@ -35,15 +35,15 @@ func BenchmarkApplyBatch(b *testing.B) {
 	ctx := context.Background()
 	require.NoError(b, bn.rdb.Set(ctx, p.k.marker(), "bench", 0).Err())
 	evs := benchEvents((b.N*256+2)/3, "b", time.Now())
+	wire := make([]wireEvent, len(evs))
+	for i, e := range evs {
+		wire[i] = wireEvent{ExecutionID: e.ExecutionID, Kind: e.Kind, UserID: e.UserID,
+			WorkflowID: e.WorkflowID, At: e.At, Nodes: e.Nodes, DurationMs: e.DurationMs}
+	}
 	now := time.Now()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		args := []any{p.k.ns, int64(7 * 24 * 3600), int64(3600)}
-		for j := range evs[i*256 : (i+1)*256] {
-			ev := wireEvent{ExecutionID: evs[i*256+j].ExecutionID, Kind: evs[i*256+j].Kind, UserID: evs[i*256+j].UserID,
-				WorkflowID: evs[i*256+j].WorkflowID, At: evs[i*256+j].At, Nodes: evs[i*256+j].Nodes, DurationMs: evs[i*256+j].DurationMs}
-			args, _ = p.appendEvent(args, &ev, now)
-		}
+		args, _ := p.encode(wire[i*256:(i+1)*256], now)
 		require.NoError(b, applyScript.Run(ctx, bn.rdb, []string{p.k.marker()}, args...).Err())
 	}
 	b.ReportMetric(float64(b.N*256)/b.Elapsed().Seconds(), "events/s")

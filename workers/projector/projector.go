@@ -1,6 +1,7 @@
 package projector
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"time"
 
@@ -349,34 +351,25 @@ type wireEvent struct {
 
 // apply counts a batch in one script run and acks it. A message that is
 // not an event we count is acked (or terminated, if unreadable) without
-// being applied. On a Redis error nothing is acked: the caller gives the
-// batch back.
+// being applied. On a Redis error nothing is acked: the batch is given
+// back.
 func (p *Projector) apply(ctx context.Context, batch []jetstream.Msg) error {
-	args := make([]any, 3, 3+12*len(batch))
-	args[0] = p.k.ns
-	args[1] = int64(p.cfg.OpenTTL / time.Second)
-	args[2] = int64(p.cfg.DoneTTL / time.Second)
-	now := p.cfg.Now()
-	applied := 0
-	var ev wireEvent
+	evs := make([]wireEvent, 0, len(batch))
 	for _, m := range batch {
-		ev = wireEvent{}
+		var ev wireEvent
 		if err := json.Unmarshal(m.Data(), &ev); err != nil || ev.ExecutionID == "" {
 			p.cfg.Log.Warn("projector: unreadable event dropped", "subject", m.Subject(), "err", err)
 			_ = m.Term()
 			continue
 		}
-		var ok bool
-		if args, ok = p.appendEvent(args, &ev, now); ok {
-			applied++
-		}
+		evs = append(evs, ev)
 	}
-	if applied > 0 {
+	if args, n := p.encode(evs, p.cfg.Now()); n > 0 {
 		res, err := applyScript.Run(ctx, p.rdb, []string{p.k.marker()}, args...).Int()
 		if err == nil && res < 0 {
 			err = errRebuild
 		} else if err != nil {
-			err = fmt.Errorf("apply %d events: %w", applied, err)
+			err = fmt.Errorf("apply %d events: %w", len(evs), err)
 		}
 		if err != nil {
 			// Given back for redelivery now rather than after AckWait.
@@ -392,41 +385,87 @@ func (p *Projector) apply(ctx context.Context, batch []jetstream.Msg) error {
 	return nil
 }
 
-// appendEvent appends an event's script arguments, or reports false for
-// a kind this version does not count (it is acked all the same).
-func (p *Projector) appendEvent(args []any, ev *wireEvent, now time.Time) ([]any, bool) {
-	switch ev.Kind {
-	case events.KindQueued, events.KindStarted, events.KindNode,
-		events.KindCompleted, events.KindFailed, events.KindCancelled, events.KindRejected:
-	default:
-		return args, false
-	}
-	dus, bucket, minute, mexp := "", "", "", ""
-	terminal := events.TerminalKind(ev.Kind) || ev.Kind == events.KindRejected
-	if terminal && ev.DurationMs > 0 {
-		dus = strconv.FormatInt(int64(ev.DurationMs*1000+0.5), 10)
-		bucket = strconv.Itoa(bucketOf(ev.DurationMs))
-	}
-	// A rebuild replays old events: only recent ones go to the per-minute
-	// buckets, which would expire at once anyway.
-	if terminal && !ev.At.IsZero() && ev.At.After(now.Add(-p.cfg.MetricsHorizon)) && ev.At.Before(now.Add(time.Hour)) {
-		mi := minuteOf(ev.At)
-		minute = strconv.FormatInt(mi, 10)
-		// Kept two hours past the minute: Metrics reads the last 61.
-		mexp = strconv.FormatInt((mi+1)*60+int64(2*time.Hour/time.Second), 10)
-	}
-	nodeAt := len(args) + 8
-	args = append(args, ev.ExecutionID, ev.Kind, ev.UserID, ev.WorkflowID, dus, bucket, minute, mexp, 0)
-	nn := 0
-	for j, n := range ev.Nodes {
-		if !countedNodeStatus(n.Status) || n.ID == "" || repeated(ev.Nodes[:j], n.ID) {
-			continue
+// record is what a batch says about one execution: its events merged.
+// Merging is sound because the counters depend only on which events an
+// execution has seen, not their order (see doc.go); and it is cheap where
+// it matters, as a fast execution's events mostly share a batch and Lua
+// is where a batch spends its time.
+type record struct {
+	exec, user, workflow string
+	queued, started      bool
+	end                  *wireEvent // the first terminal event
+	nodes                []events.NodeEvent
+}
+
+// encode turns a batch into the script's arguments: one record per
+// execution, in order of first appearance. It returns how many records
+// there are.
+func (p *Projector) encode(evs []wireEvent, now time.Time) ([]any, int) {
+	recs := make([]*record, 0, len(evs))
+	byExec := make(map[string]*record, len(evs))
+	for i := range evs {
+		ev := &evs[i]
+		terminal := events.TerminalKind(ev.Kind) || ev.Kind == events.KindRejected
+		if !terminal && ev.Kind != events.KindQueued && ev.Kind != events.KindStarted && ev.Kind != events.KindNode {
+			continue // a kind this version does not count: acked all the same
 		}
-		args = append(args, n.ID, n.Type, n.Status)
-		nn++
+		r := byExec[ev.ExecutionID]
+		if r == nil {
+			r = &record{exec: ev.ExecutionID}
+			byExec[ev.ExecutionID] = r
+			recs = append(recs, r)
+		}
+		r.user = cmp.Or(r.user, ev.UserID)
+		r.workflow = cmp.Or(r.workflow, ev.WorkflowID)
+		switch {
+		case ev.Kind == events.KindQueued:
+			r.queued = true
+		case !terminal:
+			r.started = true // a node event means it runs, started seen or not
+		case r.end == nil:
+			r.end = ev
+		}
+		for _, n := range ev.Nodes {
+			if countedNodeStatus(n.Status) && n.ID != "" && !slices.ContainsFunc(r.nodes, func(m events.NodeEvent) bool { return m.ID == n.ID }) {
+				r.nodes = append(r.nodes, n)
+			}
+		}
 	}
-	args[nodeAt] = nn
-	return args, true
+	args := make([]any, 3, 3+11*len(recs)+3*len(evs))
+	args[0] = p.k.ns
+	args[1] = int64(p.cfg.OpenTTL / time.Second)
+	args[2] = int64(p.cfg.DoneTTL / time.Second)
+	for _, r := range recs {
+		kind, dus, bucket, minute, mexp := "", "", "", "", ""
+		if e := r.end; e != nil {
+			kind = e.Kind
+			if e.DurationMs > 0 {
+				dus = strconv.FormatInt(int64(e.DurationMs*1000+0.5), 10)
+				bucket = "h" + strconv.Itoa(bucketOf(e.DurationMs))
+			}
+			// A rebuild replays old events: only recent ones go to the
+			// per-minute buckets, which would expire at once anyway.
+			if !e.At.IsZero() && e.At.After(now.Add(-p.cfg.MetricsHorizon)) && e.At.Before(now.Add(time.Hour)) {
+				mi := minuteOf(e.At)
+				minute = strconv.FormatInt(mi, 10)
+				// Kept two hours past the minute: Metrics reads the last 61.
+				mexp = strconv.FormatInt((mi+1)*60+int64(2*time.Hour/time.Second), 10)
+			}
+		}
+		args = append(args, r.exec, r.user, r.workflow, flag(r.queued), flag(r.started), kind,
+			dus, bucket, minute, mexp, len(r.nodes))
+		for _, n := range r.nodes {
+			args = append(args, n.ID, n.Type, n.Status)
+		}
+	}
+	return args, len(recs)
+}
+
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return ""
 }
 
 // countedNodeStatus reports whether a node status is final: the node
@@ -435,18 +474,6 @@ func countedNodeStatus(s string) bool {
 	switch s {
 	case "completed", "failed", "skipped", "cancelled":
 		return true
-	}
-	return false
-}
-
-// repeated reports whether id is among the node transitions before it in
-// the same event; the script counts each node once per execution and
-// must not see it twice in one event.
-func repeated(before []events.NodeEvent, id string) bool {
-	for _, n := range before {
-		if n.ID == id {
-			return true
-		}
 	}
 	return false
 }
