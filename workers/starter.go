@@ -54,13 +54,20 @@ func (e *Engine) handleSubmit(ctx context.Context, m jetstream.Msg) {
 		e.failMessage(ctx, m, md, id, err)
 		return
 	}
-	if persistence.Terminal(ex.Status) {
-		_ = m.Ack()
-		return
-	}
 	g, err := e.graph(ctx, ex.UserID, ex.WorkflowID, ex.WorkflowVersion)
 	if err != nil {
 		e.failMessage(ctx, m, md, id, err)
+		return
+	}
+	if persistence.Terminal(ex.Status) {
+		if md.NumDelivered > 1 {
+			// See handleTask: the end may not have been announced.
+			if err := e.republishEnd(ctx, ex, g); err != nil {
+				e.failMessage(ctx, m, md, id, err)
+				return
+			}
+		}
+		_ = m.Ack()
 		return
 	}
 	s := newStep(e, ex, g)

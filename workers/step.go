@@ -3,6 +3,7 @@ package workers
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"strings"
@@ -318,10 +319,7 @@ func (s *step) commit(ctx context.Context) (*persistence.Execution, error) {
 		if err != nil {
 			return err
 		}
-		m := nats.NewMsg(subject)
-		m.Data = data
-		m.Header.Set(events.HeaderMsgID, msgID)
-		f, err := s.e.js.PublishMsgAsync(m)
+		f, err := s.e.js.PublishMsgAsync(newMsg(subject, msgID, data))
 		if err != nil {
 			return err
 		}
@@ -337,14 +335,8 @@ func (s *step) commit(ctx context.Context) (*persistence.Execution, error) {
 	if err := s.publishEvents(publish, res.Finished); err != nil {
 		return nil, err
 	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return nil, err
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+	if err := awaitAcks(ctx, futures); err != nil {
+		return nil, err
 	}
 	return res.Execution, nil
 }
@@ -406,7 +398,73 @@ func (s *step) publishEnd(publish func(subject, msgID string, v any) error, base
 	if ex.Error != nil {
 		ev.Error = events.Errorf(ex.Error.Code, "%s", ex.Error.Message)
 	}
-	return publish(events.EventSubject(ex.ID, ev.Kind), ex.ID+"."+ev.Kind, ev)
+	// The end is published once per execution for good, not only within
+	// the duplicate window: the stream refuses it when its subject holds a
+	// message already (see publishOnce).
+	return publish(events.EventSubject(ex.ID, ev.Kind), onceMsgID(ex.ID+"."+ev.Kind), ev)
+}
+
+// onceMarker prefixes the msg id of a message that must be stored at most
+// once on its subject, ever.
+const onceMarker = "once:"
+
+func onceMsgID(id string) string { return onceMarker + id }
+
+// newMsg builds a message with its Nats-Msg-Id; a once-id also asks the
+// stream to refuse it when its subject is not empty.
+func newMsg(subject, msgID string, data []byte) *nats.Msg {
+	m := nats.NewMsg(subject)
+	m.Data = data
+	if id, ok := strings.CutPrefix(msgID, onceMarker); ok {
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
+		msgID = id
+	}
+	m.Header.Set(events.HeaderMsgID, msgID)
+	return m
+}
+
+// awaitAcks waits for PubAcks. A refusal because the subject is not empty
+// is what a once-message wants when it was published before.
+func awaitAcks(ctx context.Context, futures []jetstream.PubAckFuture) error {
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			var apiErr *jetstream.APIError
+			if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+				apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+				continue
+			}
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// republishEnd publishes the terminal event of a finished execution again:
+// a worker that died after recording the end and before acking left the
+// event unsent, and its redelivered message has only this to do. The
+// event's Nats-Msg-Id makes it a no-op when the first one went out.
+func (e *Engine) republishEnd(ctx context.Context, ex *persistence.Execution, g *flow.Graph) error {
+	s := newStep(e, ex, g)
+	var futures []jetstream.PubAckFuture
+	err := s.publishEnd(func(subject, msgID string, v any) error {
+		data, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		f, err := e.js.PublishMsgAsync(newMsg(subject, msgID, data))
+		if err == nil {
+			futures = append(futures, f)
+		}
+		return err
+	}, events.Event{ExecutionID: ex.ID, UserID: ex.UserID, WorkflowID: ex.WorkflowID, At: s.now}, nil)
+	if err != nil {
+		return err
+	}
+	return awaitAcks(ctx, futures)
 }
 
 // nodeKey names a set of node transitions for the event's Nats-Msg-Id.

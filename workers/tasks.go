@@ -31,14 +31,22 @@ func (e *Engine) handleTask(ctx context.Context, m jetstream.Msg) {
 		e.failMessage(ctx, m, md, t.ExecutionID, err)
 		return
 	}
-	if persistence.Terminal(ex.Status) {
-		// Cancelled or failed meanwhile: the node is not run.
-		_ = m.Ack()
-		return
-	}
 	g, err := e.graph(ctx, ex.UserID, ex.WorkflowID, ex.WorkflowVersion)
 	if err != nil {
 		e.failMessage(ctx, m, md, t.ExecutionID, err)
+		return
+	}
+	if persistence.Terminal(ex.Status) {
+		// Finished, cancelled or failed meanwhile: the node is not run. A
+		// redelivery may be of the step that finished it, whose worker died
+		// before announcing the end.
+		if md.NumDelivered > 1 {
+			if err := e.republishEnd(ctx, ex, g); err != nil {
+				e.failMessage(ctx, m, md, t.ExecutionID, err)
+				return
+			}
+		}
+		_ = m.Ack()
 		return
 	}
 	n := g.Nodes[t.NodeID]
