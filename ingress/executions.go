@@ -125,7 +125,7 @@ func (s *Server) submit(ctx context.Context, p *Principal, credential string, bo
 	if err := f.err(); err != nil {
 		return nil, err
 	}
-	w, err := s.deps.Store.GetWorkflow(ctx, p.UserID, body.WorkflowID)
+	w, err := s.wfCache.get(ctx, p.UserID, body.WorkflowID)
 	if events.IsNotFound(err) {
 		return nil, events.Errorf(events.CodeNotFound, "workflow not found")
 	}

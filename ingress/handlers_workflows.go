@@ -69,7 +69,9 @@ func (s *Server) updateWorkflow(c *fiber.Ctx) error {
 		ID: c.Params("id"), UserID: principal(c).UserID, Name: def.Name, Description: def.Description,
 		Definition: raw, UpdatedAt: s.deps.Now().UTC(),
 	}
-	if err := s.deps.Store.UpdateWorkflow(c.UserContext(), w); err != nil {
+	err = s.deps.Store.UpdateWorkflow(c.UserContext(), w)
+	s.wfCache.changed(w.ID)
+	if err != nil {
 		return err
 	}
 	return s.sendWorkflow(c, fiber.StatusOK, w)
@@ -96,7 +98,9 @@ func (s *Server) getWorkflowVersion(c *fiber.Ctx) error {
 }
 
 func (s *Server) deleteWorkflow(c *fiber.Ctx) error {
-	if err := s.deps.Store.DeleteWorkflow(c.UserContext(), principal(c).UserID, c.Params("id")); err != nil {
+	err := s.deps.Store.DeleteWorkflow(c.UserContext(), principal(c).UserID, c.Params("id"))
+	s.wfCache.changed(c.Params("id"))
+	if err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)

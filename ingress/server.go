@@ -87,6 +87,7 @@ type Server struct {
 	app     *fiber.App
 	metrics *httpMetrics
 	waiters *waiters
+	wfCache *workflowCache
 	runSub  *nats.Subscription
 	done    chan struct{}
 	once    sync.Once
@@ -127,6 +128,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, deps: deps, auth: auth, metrics: newHTTPMetrics(deps.Registry), done: make(chan struct{})}
 	var err error
+	if s.wfCache, err = newWorkflowCache(deps.Store, deps.NC); err != nil {
+		return nil, err
+	}
 	if s.waiters, err = startWaiters(deps.NC); err != nil {
 		return nil, err
 	}
@@ -172,6 +176,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		close(s.done)
 		_ = s.runSub.Drain()
 		s.waiters.stop()
+		s.wfCache.stop()
 	})
 	return s.app.ShutdownWithContext(ctx)
 }

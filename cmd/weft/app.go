@@ -90,7 +90,9 @@ func (c *Config) Validate() error {
 		if c.DataDir == "" {
 			c.DataDir = "./.weft"
 		}
-		c.Roles = knownRoles
+		if len(c.Roles) == 0 {
+			c.Roles = knownRoles
+		}
 	case ModeWorker:
 		c.Roles = []string{"workers"}
 		if c.NATSURL == "" {

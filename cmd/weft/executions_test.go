@@ -291,3 +291,33 @@ func TestDirectNATSSubmission(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, string(reply.Data), `"code":"unauthorized"`)
 }
+
+// TestUpdatedWorkflowRunsEverywhere: a process that cached a workflow runs
+// the new version as soon as another process saved it.
+func TestUpdatedWorkflowRunsEverywhere(t *testing.T) {
+	t.Parallel()
+	a := setup(t)
+	b := setup(t, func(c *Config) {
+		c.DataDir = a.dir
+		c.NATSURL = a.main.NATSURL
+		c.RedisURL = a.main.RedisURL
+		c.RedisPrefix = a.main.Config.RedisPrefix
+		c.Roles = []string{"ingress"}
+		c.Mode = ModeDev
+	})
+	u := a.register(t)
+	wf := a.workflow(t, u, seedWorkflow())
+	run := func(bd *bundle) map[string]any {
+		res := bd.call(t, "POST", "/api/executions?wait=10s", u.Token, map[string]any{"workflowId": wf, "inputs": map[string]any{"text": "v"}})
+		require.Equal(t, 200, res.Status, string(res.Raw))
+		return res.Body
+	}
+	require.EqualValues(t, 1, run(b)["workflowVersion"])
+	require.Equal(t, 200, a.call(t, "PUT", "/api/workflows/"+wf, u.Token, seedWorkflow()).Status)
+	require.Eventually(t, func() bool { return run(b)["workflowVersion"] == 2.0 }, 5*time.Second, 50*time.Millisecond)
+	require.Equal(t, 204, a.call(t, "DELETE", "/api/workflows/"+wf, u.Token, nil).Status)
+	require.Eventually(t, func() bool {
+		res := b.call(t, "POST", "/api/executions", u.Token, map[string]any{"workflowId": wf, "inputs": map[string]any{"text": "v"}})
+		return res.Status == 404
+	}, 5*time.Second, 50*time.Millisecond)
+}

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	_ "net/http/pprof" // served only when WEFT_PPROF_ADDR is set
 	"os"
 	"os/signal"
 	"strconv"
@@ -151,6 +153,15 @@ func runUntilSignal(parent context.Context, c Config) error {
 	log, err := newLogger(c.LogLevel)
 	if err != nil {
 		return err
+	}
+	if addr := os.Getenv("WEFT_PPROF_ADDR"); addr != "" {
+		// Profiling on a listener of its own, never on the API's.
+		go func() {
+			log.Info("pprof listening", "addr", addr)
+			if err := http.ListenAndServe(addr, nil); err != nil {
+				log.Error("pprof", "err", err)
+			}
+		}()
 	}
 	m := &Main{Config: c, Log: log}
 	if err := m.Run(ctx); err != nil {

@@ -17,7 +17,7 @@ type Embedded struct {
 // StartEmbedded starts miniredis on addr ("127.0.0.1:0" for a free port).
 // miniredis only moves its clock when told to, so a goroutine advances it
 // with the wall clock every tick; keys then expire in real time, give or
-// take the tick.
+// take the tick (half a second).
 func StartEmbedded(addr string) (*Embedded, error) {
 	m := miniredis.NewMiniRedis()
 	if err := m.StartAddr(addr); err != nil {
@@ -29,7 +29,8 @@ func StartEmbedded(addr string) (*Embedded, error) {
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
-		t := time.NewTicker(100 * time.Millisecond)
+		// Every tick visits every key with a TTL, so not too often.
+		t := time.NewTicker(500 * time.Millisecond)
 		defer t.Stop()
 		for {
 			select {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
@@ -97,26 +98,69 @@ type Limit = redis_rate.Limit
 func PerMinute(n int) Limit { return redis_rate.PerMinute(n) }
 
 // Limiter is a GCRA rate limiter kept in Redis, so a limit holds across
-// every ingress replica.
+// every ingress replica. A process takes its budget from Redis a few
+// events at a time and spends them locally for at most a second: one
+// round trip (a Lua script) serves several requests, and a replica can
+// run ahead of the global limit by at most one chunk.
 type Limiter struct {
 	rl     *redis_rate.Limiter
 	prefix string
+	now    func() time.Time
+
+	mu     sync.Mutex
+	grants map[string]*grant
 }
+
+// grant is budget taken from Redis and not spent yet.
+type grant struct {
+	left    int
+	expires time.Time
+}
+
+// grantTTL bounds how long taken budget may be spent: budget is per
+// period, so a process must not sit on it.
+const grantTTL = time.Second
 
 // NewLimiter returns a limiter whose keys start with prefix.
 func NewLimiter(rdb goredis.UniversalClient, prefix string) *Limiter {
-	return &Limiter{rl: redis_rate.NewLimiter(rdb), prefix: prefix}
+	return &Limiter{rl: redis_rate.NewLimiter(rdb), prefix: prefix, now: time.Now, grants: map[string]*grant{}}
+}
+
+// chunk is how many events one round trip takes for key: a tenth of the
+// burst, at most 20, so small limits stay exact.
+func chunk(limit Limit) int {
+	return max(1, min(20, limit.Burst/10))
 }
 
 // Allow takes one event from key's budget. When the budget is spent it
 // reports false and how long until the next event is allowed.
 func (l *Limiter) Allow(ctx context.Context, key string, limit Limit) (bool, time.Duration, error) {
-	res, err := l.rl.Allow(ctx, l.prefix+key, limit)
+	now := l.now()
+	l.mu.Lock()
+	if g := l.grants[key]; g != nil && g.left > 0 && now.Before(g.expires) {
+		g.left--
+		l.mu.Unlock()
+		return true, 0, nil
+	}
+	l.mu.Unlock()
+
+	res, err := l.rl.AllowAtMost(ctx, l.prefix+key, limit, chunk(limit))
 	if err != nil {
 		return false, 0, err
 	}
-	if res.Allowed > 0 {
-		return true, 0, nil
+	if res.Allowed == 0 {
+		return false, res.RetryAfter, nil
 	}
-	return false, res.RetryAfter, nil
+	l.mu.Lock()
+	if len(l.grants) > 100_000 {
+		// Many distinct keys (IPs): forget the stale grants.
+		for k, g := range l.grants {
+			if !now.Before(g.expires) {
+				delete(l.grants, k)
+			}
+		}
+	}
+	l.grants[key] = &grant{left: res.Allowed - 1, expires: now.Add(grantTTL)}
+	l.mu.Unlock()
+	return true, 0, nil
 }

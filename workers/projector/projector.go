@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -337,18 +336,6 @@ func (p *Projector) session(ctx context.Context) error {
 	}
 }
 
-// wireEvent is the part of events.Event the projector reads; decoding into
-// it skips the Execution and Error payloads of terminal events.
-type wireEvent struct {
-	ExecutionID string             `json:"executionId"`
-	Kind        string             `json:"kind"`
-	UserID      string             `json:"userId"`
-	WorkflowID  string             `json:"workflowId"`
-	At          time.Time          `json:"at"`
-	Nodes       []events.NodeEvent `json:"nodes"`
-	DurationMs  float64            `json:"durationMs"`
-}
-
 // apply counts a batch in one script run and acks it. A message that is
 // not an event we count is acked (or terminated, if unreadable) without
 // being applied. On a Redis error nothing is acked: the batch is given
@@ -357,7 +344,7 @@ func (p *Projector) apply(ctx context.Context, batch []jetstream.Msg) error {
 	evs := make([]wireEvent, 0, len(batch))
 	for _, m := range batch {
 		var ev wireEvent
-		if err := json.Unmarshal(m.Data(), &ev); err != nil || ev.ExecutionID == "" {
+		if err := decodeEvent(m.Data(), &ev); err != nil || ev.ExecutionID == "" {
 			p.cfg.Log.Warn("projector: unreadable event dropped", "subject", m.Subject(), "err", err)
 			_ = m.Term()
 			continue
