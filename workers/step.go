@@ -170,6 +170,12 @@ func (s *step) advance(ctx context.Context) {
 			case s.inline(n):
 				s.runInline(ctx, n)
 				moved = true
+			case !runnable(n.Type):
+				// No build of Weft this old has a runner for it: fail now
+				// rather than leave a task no pool will take.
+				now := s.e.cfg.Now().UTC()
+				s.record(n, 0, now, nil, nodes.Permanent("unsupported_node", "this version of Weft cannot run %s nodes yet", n.Type))
+				moved = true
 			default:
 				s.tasks = append(s.tasks, id)
 			}
@@ -179,6 +185,11 @@ func (s *step) advance(ctx context.Context) {
 		}
 	}
 	s.finishIfDone()
+}
+
+func runnable(nodeType string) bool {
+	_, ok := nodes.Lookup(nodeType)
+	return ok
 }
 
 func (s *step) inline(n *flow.CompiledNode) bool {

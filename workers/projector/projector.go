@@ -239,8 +239,8 @@ func (p *Projector) session(ctx context.Context) error {
 	// applies them, so there is one script in flight per process and no
 	// goroutine per event. Twice a batch in the client keeps the next
 	// batch ready while one is applied.
-	in := make(chan jetstream.Msg, 2*size)
-	cc, err := cons.Consume(func(m jetstream.Msg) { in <- m },
+	in := make(chan item, 2*size)
+	cc, err := cons.Consume(func(m jetstream.Msg) { in <- decodeItem(m) },
 		jetstream.PullMaxMessages(2*size),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
@@ -255,7 +255,7 @@ func (p *Projector) session(ctx context.Context) error {
 	actx := context.WithoutCancel(ctx)
 	check := time.NewTicker(p.cfg.CheckEvery)
 	defer check.Stop()
-	batch := make([]jetstream.Msg, 0, size)
+	batch := make([]item, 0, size)
 	applyBatch := func() error {
 		err := p.apply(actx, batch)
 		clear(batch)
@@ -268,11 +268,11 @@ func (p *Projector) session(ctx context.Context) error {
 		cc.Stop()
 		for {
 			select {
-			case m := <-in:
-				_ = m.Nak()
+			case it := <-in:
+				_ = it.m.Nak()
 			case <-closed:
 				for len(in) > 0 {
-					_ = (<-in).Nak()
+					_ = (<-in).m.Nak()
 				}
 				return err
 			}
@@ -280,13 +280,13 @@ func (p *Projector) session(ctx context.Context) error {
 	}
 	for {
 		select {
-		case m := <-in:
-			batch = append(batch, m)
+		case it := <-in:
+			batch = append(batch, it)
 		fill:
 			for len(batch) < size {
 				select {
-				case m := <-in:
-					batch = append(batch, m)
+				case it := <-in:
+					batch = append(batch, it)
 				default:
 					break fill
 				}
@@ -303,15 +303,15 @@ func (p *Projector) session(ctx context.Context) error {
 			// Stopped under us: the consumer was deleted (a rebuild by
 			// another projector) or the connection closed.
 			for len(in) > 0 {
-				_ = (<-in).Nak()
+				_ = (<-in).m.Nak()
 			}
 			return errors.New("projector: consumer closed")
 		case <-ctx.Done():
 			cc.Drain()
 			for {
 				select {
-				case m := <-in:
-					batch = append(batch, m)
+				case it := <-in:
+					batch = append(batch, it)
 					if len(batch) == size {
 						if err := applyBatch(); err != nil {
 							return abandon(err)
@@ -336,20 +336,35 @@ func (p *Projector) session(ctx context.Context) error {
 	}
 }
 
+// item is a message and its event, decoded in the consumer's callback so
+// that decoding the next batch overlaps applying this one.
+type item struct {
+	m   jetstream.Msg
+	ev  wireEvent
+	err error
+}
+
+func decodeItem(m jetstream.Msg) item {
+	it := item{m: m}
+	if it.err = decodeEvent(m.Data(), &it.ev); it.err == nil && it.ev.ExecutionID == "" {
+		it.err = errors.New("no execution id")
+	}
+	return it
+}
+
 // apply counts a batch in one script run and acks it. A message that is
 // not an event we count is acked (or terminated, if unreadable) without
 // being applied. On a Redis error nothing is acked: the batch is given
 // back.
-func (p *Projector) apply(ctx context.Context, batch []jetstream.Msg) error {
+func (p *Projector) apply(ctx context.Context, batch []item) error {
 	evs := make([]wireEvent, 0, len(batch))
-	for _, m := range batch {
-		var ev wireEvent
-		if err := decodeEvent(m.Data(), &ev); err != nil || ev.ExecutionID == "" {
-			p.cfg.Log.Warn("projector: unreadable event dropped", "subject", m.Subject(), "err", err)
-			_ = m.Term()
+	for _, it := range batch {
+		if it.err != nil {
+			p.cfg.Log.Warn("projector: unreadable event dropped", "subject", it.m.Subject(), "err", it.err)
+			_ = it.m.Term()
 			continue
 		}
-		evs = append(evs, ev)
+		evs = append(evs, it.ev)
 	}
 	if args, n := p.encode(evs, p.cfg.Now()); n > 0 {
 		res, err := applyScript.Run(ctx, p.rdb, []string{p.k.marker()}, args...).Int()
@@ -360,14 +375,16 @@ func (p *Projector) apply(ctx context.Context, batch []jetstream.Msg) error {
 		}
 		if err != nil {
 			// Given back for redelivery now rather than after AckWait.
-			for _, m := range batch {
-				_ = m.Nak()
+			for _, it := range batch {
+				_ = it.m.Nak()
 			}
 			return err
 		}
 	}
-	for _, m := range batch {
-		_ = m.Ack()
+	for _, it := range batch {
+		if it.err == nil {
+			_ = it.m.Ack()
+		}
 	}
 	return nil
 }

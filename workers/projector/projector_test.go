@@ -468,12 +468,12 @@ func TestDuplicatesAndRedeliveriesCountOnce(t *testing.T) {
 		Durable: "again", AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
 	require.NoError(t, err)
-	var msgs []jetstream.Msg
+	var msgs []item
 	for len(msgs) < 2*len(evs) {
 		batch, err := c.Fetch(2*len(evs)-len(msgs), jetstream.FetchMaxWait(2*time.Second))
 		require.NoError(t, err)
 		for m := range batch.Messages() {
-			msgs = append(msgs, m)
+			msgs = append(msgs, decodeItem(m))
 		}
 		require.NoError(t, batch.Error())
 	}
