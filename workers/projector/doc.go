@@ -38,7 +38,12 @@
 // deletes and recreates the durable consumer so that it delivers the
 // stream from its first message, and sets the marker. The counters then
 // cover what the stream still holds: events.Settings.EventsMaxAge (7 days
-// by default) or EventsMaxBytes, whichever is reached first.
+// by default) or EventsMaxBytes, whichever is reached first. Give Redis
+// an eviction policy that spares keys without a TTL (noeviction or a
+// volatile-* policy): an evicted marker means a rebuild.
+//
+// On Redis Cluster, put a hash tag in the prefix ("{weft}:"): the script
+// builds its keys from the prefix, so all of them must share one slot.
 //
 // # What is counted
 //
