@@ -216,7 +216,9 @@ func ProjectorConsumer() jetstream.ConsumerConfig {
 		Durable:       ConsumerProjector,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckWait:       30 * time.Second,
+		// A batch is one Redis script: a projector that has not acked in
+		// 5 s is gone. It must stay below the projector's DoneTTL.
+		AckWait: 5 * time.Second,
 		MaxDeliver:    -1,
 		MaxAckPending: 8192,
 	}

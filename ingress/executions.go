@@ -240,7 +240,9 @@ func (s *Server) sendSubmitted(c *fiber.Ctx, res *submitted) error {
 		}
 		return events.Errorf(events.CodeInvalid, "the execution was refused")
 	case res.end != nil && len(res.end.Execution) > 0:
-		s.cacheExecution(c.UserContext(), res.ex.UserID, res.ex.ID, res.end.Execution)
+		// Not cached here: most waited-for executions are never read
+		// again, and a cache entry per execution would fill Redis. A GET
+		// caches what it reads.
 		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 		return c.Status(fiber.StatusOK).Send(res.end.Execution)
 	case persistence.Terminal(res.ex.Status):

@@ -337,14 +337,16 @@ func (s *step) commit(ctx context.Context) (*persistence.Execution, error) {
 		futures = append(futures, f)
 		return nil
 	}
+	// Events before tasks: a successor's events are then stored after this
+	// step's, in whichever process the successor runs.
+	if err := s.publishEvents(publish, res.Finished); err != nil {
+		return nil, err
+	}
 	for _, id := range s.tasks {
 		n := s.g.Nodes[id]
 		if err := publish(events.TaskSubject(n.Type), events.TaskMsgID(s.ex.ID, id), events.Task{ExecutionID: s.ex.ID, NodeID: id}); err != nil {
 			return nil, err
 		}
-	}
-	if err := s.publishEvents(publish, res.Finished); err != nil {
-		return nil, err
 	}
 	if err := awaitAcks(ctx, futures); err != nil {
 		return nil, err

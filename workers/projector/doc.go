@@ -24,10 +24,12 @@
 // redelivered or republished event changes nothing, and the counters come
 // out the same whatever the order events arrive in: two projectors on the
 // same durable consumer apply their batches in any interleaving. The hash
-// lives seven days while the execution is open and an hour once it has
-// ended (Config.OpenTTL, Config.DoneTTL): long enough to absorb
-// redeliveries and republishes, short enough that thousands of executions
-// a second do not fill Redis.
+// lives seven days while the execution is open (Config.OpenTTL) and 30 s
+// once it has ended (Config.DoneTTL): longer than the consumer's AckWait
+// (5 s), so a redelivered batch is recognised, and longer than two
+// projectors' batches can be out of order; short enough that thousands of
+// executions a second do not fill Redis. An execution's end is stored once
+// in the stream, so no republish comes later.
 //
 // # Rebuild
 //

@@ -33,8 +33,10 @@ type Config struct {
 	// event while the execution is open: it must outlast the longest
 	// execution. Default 7 days.
 	OpenTTL time.Duration
-	// DoneTTL is how long the phase hash is kept after the terminal event,
-	// to recognise redeliveries and republished events. Default 1 hour.
+	// DoneTTL is how long an ended execution's phase hash is kept, to
+	// recognise redeliveries (the consumer's AckWait is 5 s) and events
+	// that arrive after the end. Default 30 s: at thousands of executions a
+	// second, every second of it is thousands of keys.
 	DoneTTL time.Duration
 	// CheckEvery is how often an idle projector checks that the counters
 	// are still there. Default 2 s.
@@ -57,7 +59,7 @@ func (c Config) withDefaults() Config {
 		c.OpenTTL = 7 * 24 * time.Hour
 	}
 	if c.DoneTTL <= 0 {
-		c.DoneTTL = time.Hour
+		c.DoneTTL = 30 * time.Second
 	}
 	if c.CheckEvery <= 0 {
 		c.CheckEvery = 2 * time.Second
