@@ -218,7 +218,7 @@ func ProjectorConsumer() jetstream.ConsumerConfig {
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		// A batch is one Redis script: a projector that has not acked in
 		// 5 s is gone. It must stay below the projector's DoneTTL.
-		AckWait: 5 * time.Second,
+		AckWait:       5 * time.Second,
 		MaxDeliver:    -1,
 		MaxAckPending: 8192,
 	}

@@ -252,6 +252,8 @@ func TestMain(m *testing.M) {
 	if ferret.stop != nil {
 		ferret.stop()
 	}
+	// The tests' keep-alive connections to servers that are gone.
+	http.DefaultClient.CloseIdleConnections()
 	if code == 0 {
 		err := goleak.Find(
 			// fasthttp's worker pool sweeper sleeps out its interval after Stop.
