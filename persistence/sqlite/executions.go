@@ -101,11 +101,25 @@ type queryer interface {
 // reader is the read pool as a queryer.
 type reader struct {
 	ctx context.Context
-	db  *sql.DB
+	s   *Store
 }
 
+// query runs a read through a statement prepared once per Store: the
+// engine loads an execution on every step, and preparing the statement
+// each time cost as much as running it.
 func (r reader) query(query string, args ...any) (*sql.Rows, error) {
-	return r.db.QueryContext(r.ctx, query, args...)
+	if st, ok := r.s.stmts.Load(query); ok {
+		return st.(*sql.Stmt).QueryContext(r.ctx, args...)
+	}
+	st, err := r.s.read.PrepareContext(context.WithoutCancel(r.ctx), query)
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := r.s.stmts.LoadOrStore(query, st); loaded {
+		_ = st.Close()
+		st = prev.(*sql.Stmt)
+	}
+	return st.QueryContext(r.ctx, args...)
 }
 
 // CreateExecution inserts e unless its id or its user's idempotency key is
@@ -211,12 +225,12 @@ func (s *Store) newExecution(e *persistence.Execution) (*persistence.Execution, 
 
 // GetExecution returns one of the user's executions with its nodes.
 func (s *Store) GetExecution(ctx context.Context, userID, id string) (*persistence.Execution, error) {
-	return loadExecution(reader{ctx, s.read}, `WHERE e.id = ? AND e.user_id = ?`, id, userID)
+	return loadExecution(reader{ctx, s}, `WHERE e.id = ? AND e.user_id = ?`, id, userID)
 }
 
 // LoadExecution returns an execution by id alone, with its nodes.
 func (s *Store) LoadExecution(ctx context.Context, id string) (*persistence.Execution, error) {
-	return loadExecution(reader{ctx, s.read}, `WHERE e.id = ?`, id)
+	return loadExecution(reader{ctx, s}, `WHERE e.id = ?`, id)
 }
 
 // loadExecution reads one execution, with its nodes, through q.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"runtime"
+	"sync"
 	"time"
 
 	"modernc.org/sqlite"
@@ -26,7 +27,9 @@ type Store struct {
 	// read is a pool of query-only connections; WAL lets them run beside
 	// the writer.
 	read *sql.DB
-	now  func() time.Time
+	// stmts holds read statements prepared on read, by query text.
+	stmts sync.Map
+	now   func() time.Time
 }
 
 var _ persistence.Store = (*Store)(nil)
@@ -105,6 +108,10 @@ func (s *Store) Ping(ctx context.Context) error {
 // Close stops the writer (after the batch it is committing) and closes
 // both handles; the last one to close checkpoints the WAL.
 func (s *Store) Close() error {
+	s.stmts.Range(func(_, st any) bool {
+		_ = st.(*sql.Stmt).Close()
+		return true
+	})
 	return errors.Join(s.w.close(), s.read.Close(), s.write.Close())
 }
 
