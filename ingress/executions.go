@@ -15,7 +15,6 @@ import (
 	"github.com/weftdev/weft/events"
 	"github.com/weftdev/weft/persistence"
 	"github.com/weftdev/weft/workers"
-	"github.com/weftdev/weft/workers/flow"
 )
 
 const (
@@ -132,22 +131,11 @@ func (s *Server) submit(ctx context.Context, p *Principal, credential string, bo
 	if err != nil {
 		return nil, err
 	}
-	g, err := s.deps.Graphs.Graph(ctx, w)
+	ex, err := s.deps.Graphs.NewExecution(ctx, w, newID(), body.Inputs, s.deps.Now())
 	if err != nil {
 		return nil, err
 	}
-	inputs, problems := flow.ValidateInputs(g.Definition, body.Inputs)
-	if len(problems) > 0 {
-		return nil, events.Invalid(problems)
-	}
-	raw, err := json.Marshal(inputs)
-	if err != nil {
-		return nil, err
-	}
-	ex := &persistence.Execution{
-		ID: newID(), UserID: p.UserID, WorkflowID: w.ID, WorkflowVersion: w.Version,
-		Status: persistence.StatusQueued, Inputs: raw, IdempotencyKey: idemKey, CreatedAt: s.deps.Now().UTC(),
-	}
+	ex.IdempotencyKey = idemKey
 	var (
 		done   <-chan *events.Event
 		forget = func() {}

@@ -70,35 +70,31 @@ func (s *Server) dashboardHealth(c *fiber.Ctx) error {
 	return c.JSON(fiber.Map{"status": word, "dependencies": results})
 }
 
-func (s *Server) dashboardOverview(c *fiber.Ctx) error {
+// dashboardRead answers with what read returns from the projector's
+// counters for the caller.
+func (s *Server) dashboardRead(c *fiber.Ctx, read func(ctx context.Context, userID string) (any, error)) error {
 	if s.deps.Dashboard == nil {
 		return events.Errorf(events.CodeUnavailable, "the dashboard counters are not available")
 	}
-	o, err := s.deps.Dashboard.Overview(c.UserContext(), principal(c).UserID)
+	v, err := read(c.UserContext(), principal(c).UserID)
 	if err != nil {
+		s.deps.Log.Warn("dashboard read failed", "err", err)
 		return events.Errorf(events.CodeUnavailable, "the dashboard counters cannot be read right now")
 	}
-	return c.JSON(o)
+	return c.JSON(v)
+}
+
+func (s *Server) dashboardOverview(c *fiber.Ctx) error {
+	return s.dashboardRead(c, func(ctx context.Context, u string) (any, error) { return s.deps.Dashboard.Overview(ctx, u) })
 }
 
 func (s *Server) dashboardWorkflows(c *fiber.Ctx) error {
-	if s.deps.Dashboard == nil {
-		return events.Errorf(events.CodeUnavailable, "the dashboard counters are not available")
-	}
-	w, err := s.deps.Dashboard.Workflows(c.UserContext(), principal(c).UserID)
-	if err != nil {
-		return events.Errorf(events.CodeUnavailable, "the dashboard counters cannot be read right now")
-	}
-	return c.JSON(fiber.Map{"items": w})
+	return s.dashboardRead(c, func(ctx context.Context, u string) (any, error) {
+		items, err := s.deps.Dashboard.Workflows(ctx, u)
+		return fiber.Map{"items": items}, err
+	})
 }
 
 func (s *Server) dashboardMetrics(c *fiber.Ctx) error {
-	if s.deps.Dashboard == nil {
-		return events.Errorf(events.CodeUnavailable, "the dashboard counters are not available")
-	}
-	m, err := s.deps.Dashboard.Metrics(c.UserContext(), principal(c).UserID)
-	if err != nil {
-		return events.Errorf(events.CodeUnavailable, "the dashboard counters cannot be read right now")
-	}
-	return c.JSON(m)
+	return s.dashboardRead(c, func(ctx context.Context, u string) (any, error) { return s.deps.Dashboard.Metrics(ctx, u) })
 }

@@ -57,9 +57,11 @@ type Check struct {
 	Ping func(ctx context.Context) error
 }
 
-// Graphs compiles workflow versions, once per process.
+// Graphs compiles workflow versions, once per process, and makes
+// executions of them.
 type Graphs interface {
 	Graph(ctx context.Context, w *persistence.Workflow) (*flow.Graph, error)
+	NewExecution(ctx context.Context, w *persistence.Workflow, id string, inputs map[string]any, at time.Time) (*persistence.Execution, error)
 }
 
 // Deps are the parts the ingress talks to.

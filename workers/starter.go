@@ -98,24 +98,34 @@ func (e *Engine) accept(ctx context.Context, m jetstream.Msg, id string, req *ev
 	if err != nil {
 		return nil, err
 	}
+	ex, err := e.NewExecution(ctx, w, id, req.Inputs, at)
+	if err != nil {
+		return nil, err
+	}
+	stored, _, err := e.store.CreateExecution(ctx, ex)
+	return stored, err
+}
+
+// NewExecution checks inputs against a workflow's INPUT fields (defaults
+// filled in) and returns the queued execution of its latest version, as
+// the HTTP API and a direct submission both record it.
+func (e *Engine) NewExecution(ctx context.Context, w *persistence.Workflow, id string, inputs map[string]any, at time.Time) (*persistence.Execution, error) {
 	g, err := e.Graph(ctx, w)
 	if err != nil {
 		return nil, err
 	}
-	inputs, problems := flow.ValidateInputs(g.Definition, req.Inputs)
+	checked, problems := flow.ValidateInputs(g.Definition, inputs)
 	if len(problems) > 0 {
 		return nil, events.Invalid(problems)
 	}
-	raw, err := json.Marshal(inputs)
+	raw, err := json.Marshal(checked)
 	if err != nil {
 		return nil, err
 	}
-	ex := &persistence.Execution{
-		ID: id, UserID: userID, WorkflowID: w.ID, WorkflowVersion: w.Version,
+	return &persistence.Execution{
+		ID: id, UserID: w.UserID, WorkflowID: w.ID, WorkflowVersion: w.Version,
 		Status: persistence.StatusQueued, Inputs: raw, CreatedAt: at.UTC(),
-	}
-	stored, _, err := e.store.CreateExecution(ctx, ex)
-	return stored, err
+	}, nil
 }
 
 // Credential reads the caller's credential from a message's headers.
