@@ -335,3 +335,51 @@ func TestUnbuiltNodeTypeFailsClearly(t *testing.T) {
 	require.Equal(t, "mood", res.Body["error"].(map[string]any)["nodeId"])
 	require.Equal(t, "cancelled", nodeStatus(t, res.Body, "out"))
 }
+
+// TestOnErrorAndMergedOutputs: a failing node with onError "continue" lets
+// the execution go on (its status is readable downstream), several OUTPUT
+// nodes merge by id; without "continue" the execution fails and what had
+// not run is cancelled.
+func TestOnErrorAndMergedOutputs(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	u := b.register(t)
+	def := func(onError string) map[string]any {
+		bad := map[string]any{"set": map[string]any{"v": "int(input.text)"}}
+		if onError != "" {
+			bad["onError"] = onError
+		}
+		return map[string]any{
+			"name": "merge",
+			"nodes": []any{
+				map[string]any{"id": "in", "type": "INPUT"},
+				map[string]any{"id": "bad", "type": "TRANSFORM", "config": bad},
+				map[string]any{"id": "a", "type": "OUTPUT", "config": map[string]any{"value": "{{ nodes.bad.status }}"}},
+				map[string]any{"id": "b", "type": "OUTPUT", "config": map[string]any{"value": map[string]any{"text": "{{ input.text }}"}}},
+			},
+			"edges": []any{
+				map[string]any{"from": "in", "to": "bad"}, map[string]any{"from": "bad", "to": "a"}, map[string]any{"from": "in", "to": "b"},
+			},
+		}
+	}
+	res := b.call(t, "POST", "/api/executions?wait=10s", u.Token, map[string]any{"workflowId": b.workflow(t, u, def("continue")), "inputs": map[string]any{"text": "abc"}})
+	require.Equal(t, 200, res.Status, string(res.Raw))
+	require.Equal(t, "completed", res.Body["status"], string(res.Raw))
+	require.Equal(t, map[string]any{"a": "failed", "b": map[string]any{"text": "abc"}}, res.Body["output"])
+	bad := res.Body["nodes"].(map[string]any)["bad"].(map[string]any)
+	require.Equal(t, "failed", bad["status"])
+	require.Equal(t, "expression_error", bad["error"].(map[string]any)["code"])
+
+	res = b.call(t, "POST", "/api/executions?wait=10s", u.Token, map[string]any{"workflowId": b.workflow(t, u, def("")), "inputs": map[string]any{"text": "abc"}})
+	require.Equal(t, 200, res.Status, string(res.Raw))
+	require.Equal(t, "failed", res.Body["status"])
+	e := res.Body["error"].(map[string]any)
+	require.Equal(t, "bad", e["nodeId"])
+	require.Equal(t, "expression_error", e["code"])
+	require.NotEmpty(t, e["message"])
+	require.Equal(t, "cancelled", nodeStatus(t, res.Body, "a"))
+	id := res.Body["id"].(string)
+	logs := b.call(t, "GET", "/api/executions/"+id+"/logs", u.Token, nil)
+	require.Equal(t, 200, logs.Status)
+	require.NotEmpty(t, logs.Body["items"])
+}
