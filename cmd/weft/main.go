@@ -109,6 +109,7 @@ func devCmd() *cobra.Command {
 	f.StringVar(&c.DataDir, "data", env("WEFT_DATA_DIR", "./.weft"), "data directory of the embedded servers (WEFT_DATA_DIR)")
 	f.IntVar(&c.NATSPort, "nats-port", envInt("WEFT_NATS_PORT", 0), "port of the embedded NATS server, 0 for a free one (WEFT_NATS_PORT)")
 	f.IntVar(&c.RedisPort, "redis-port", envInt("WEFT_REDIS_PORT", 0), "port of the embedded Redis server, 0 for a free one (WEFT_REDIS_PORT)")
+	f.StringSliceVar(&c.Roles, "roles", splitList(env("WEFT_ROLES", "ingress,workers,projector")), "roles to run: ingress, workers, projector (WEFT_ROLES)")
 	f.BoolVar(&c.NATSSyncAlways, "nats-sync-always", envBool("WEFT_NATS_SYNC_ALWAYS"), "the embedded NATS fsyncs every write (WEFT_NATS_SYNC_ALWAYS)")
 	return cmd
 }
