@@ -116,10 +116,13 @@ type submitted struct {
 
 // submit checks and records an execution, publishes it to the starter, and
 // waits up to wait for its end. HTTP and the NATS run subject share it.
-func (s *Server) submit(ctx context.Context, p *Principal, credential string, body submitBody, idemKey string, wait time.Duration) (*submitted, error) {
+func (s *Server) submit(ctx context.Context, p *Principal, body submitBody, execID, idemKey string, wait time.Duration) (*submitted, error) {
 	var f fieldChecks
 	if body.WorkflowID == "" {
 		f.add("workflowId", "is required")
+	}
+	if execID != "" && !workers.ValidExecutionID(execID) {
+		f.add("executionId", "must be 1 to 64 letters, digits, '-' or '_'")
 	}
 	if err := f.err(); err != nil {
 		return nil, err
@@ -131,7 +134,10 @@ func (s *Server) submit(ctx context.Context, p *Principal, credential string, bo
 	if err != nil {
 		return nil, err
 	}
-	ex, err := s.deps.Graphs.NewExecution(ctx, w, newID(), body.Inputs, s.deps.Now())
+	if execID == "" {
+		execID = newID()
+	}
+	ex, err := s.deps.Graphs.NewExecution(ctx, w, execID, body.Inputs, s.deps.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +149,7 @@ func (s *Server) submit(ctx context.Context, p *Principal, credential string, bo
 	if wait > 0 {
 		done, forget = s.waiters.add(ex.ID)
 	}
-	defer forget()
+	defer func() { forget() }()
 	stored, created, err := s.deps.Store.CreateExecution(ctx, ex)
 	if err != nil {
 		return nil, err
@@ -174,9 +180,10 @@ func (s *Server) submit(ctx context.Context, p *Principal, credential string, bo
 	msg := nats.NewMsg(events.SubjectSubmit)
 	msg.Data, _ = json.Marshal(events.SubmitRequest{WorkflowID: w.ID, ExecutionID: ex.ID})
 	msg.Header.Set(events.HeaderMsgID, ex.ID)
-	// The credential travels with the work, so the starter checks it as it
-	// checks a direct publisher's (it finds this execution recorded first).
-	msg.Header.Set(events.HeaderAuthorization, "Bearer "+credential)
+	// No credential travels with it: secrets are not kept in a stream. The
+	// record this process wrote after authenticating the caller is what
+	// lets the starter run it; a message without a credential can only
+	// resume an execution so recorded, never create one.
 	if _, err := s.deps.JS.PublishMsg(ctx, msg); err != nil {
 		// Recorded but not published: the reconciler publishes it later.
 		s.deps.Log.Warn("submission recorded but not published; the reconciler will", "execution", ex.ID, "err", err)
@@ -193,9 +200,16 @@ func (s *Server) await(ctx context.Context, ex *persistence.Execution, done <-ch
 	defer t.Stop()
 	select {
 	case ev := <-done:
+		if len(ev.Execution) == 0 && ev.Kind != events.KindRejected {
+			// Too large to travel in the event: read it.
+			if fresh, err := s.deps.Store.LoadExecution(ctx, ex.ID); err == nil {
+				return &submitted{ex: fresh}, nil
+			}
+		}
 		return &submitted{ex: ex, end: ev}, nil
 	case <-t.C:
 	case <-ctx.Done():
+	case <-s.done:
 	}
 	return &submitted{ex: ex}, nil
 }
@@ -213,7 +227,7 @@ func (s *Server) createExecution(c *fiber.Ctx) error {
 	if len(key) > 200 {
 		return events.Invalid([]events.FieldError{{Path: "Idempotency-Key", Message: "must be at most 200 characters"}})
 	}
-	res, err := s.submit(c.UserContext(), principal(c), credential(c), body, key, wait)
+	res, err := s.submit(c.UserContext(), principal(c), body, "", key, wait)
 	if err != nil {
 		return err
 	}
@@ -223,10 +237,7 @@ func (s *Server) createExecution(c *fiber.Ctx) error {
 func (s *Server) sendSubmitted(c *fiber.Ctx, res *submitted) error {
 	switch {
 	case res.end != nil && res.end.Kind == events.KindRejected:
-		if res.end.Error != nil {
-			return res.end.Error
-		}
-		return events.Errorf(events.CodeInvalid, "the execution was refused")
+		return refusal(res.end.Error)
 	case res.end != nil && len(res.end.Execution) > 0:
 		// Not cached here: most waited-for executions are never read
 		// again, and a cache entry per execution would fill Redis. A GET
@@ -237,6 +248,17 @@ func (s *Server) sendSubmitted(c *fiber.Ctx, res *submitted) error {
 		return c.Status(fiber.StatusOK).JSON(workers.View(res.ex, nil))
 	}
 	return c.Status(fiber.StatusAccepted).JSON(fiber.Map{"id": res.ex.ID, "status": res.ex.Status})
+}
+
+// refusal is the error a caller sees for a refused execution: the reason
+// when it is one of the API's codes, else a plain internal error.
+func refusal(reason *events.Error) error {
+	if reason != nil {
+		if _, known := statusByCode[reason.Code]; known {
+			return reason
+		}
+	}
+	return events.Errorf(events.CodeInternal, "the execution could not be started")
 }
 
 // waitParam reads ?wait= as a Go duration ("5s", "500ms") or seconds.
@@ -385,8 +407,14 @@ func (s *Server) cancelExecution(c *fiber.Ctx) error {
 	msg := nats.NewMsg(events.EventSubject(ex.ID, events.KindCancelled))
 	msg.Data = data
 	msg.Header.Set(events.HeaderMsgID, ex.ID+"."+events.KindCancelled)
-	if _, err := s.deps.JS.PublishMsg(ctx, msg); err != nil {
-		s.deps.Log.Warn("cancel event not published", "execution", ex.ID, "err", err)
+	// Waiters and running nodes learn of the cancel from this event: try
+	// hard to send it.
+	for attempt := 1; attempt <= 3; attempt++ {
+		if _, err = s.deps.JS.PublishMsg(ctx, msg); err == nil {
+			break
+		}
+		s.deps.Log.Warn("cancel event not published", "execution", ex.ID, "attempt", attempt, "err", err)
+		time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
 	}
 	return c.JSON(v)
 }

@@ -17,6 +17,26 @@ import (
 // execution unless the Weft-Timeout header says otherwise.
 const runTimeout = 30 * time.Second
 
+// runConcurrency bounds the run requests a process serves at once; each
+// may wait a minute for its execution.
+const runConcurrency = 1024
+
+// serveRunAsync hands each run request to a goroutine of its own: a NATS
+// subscription calls its handler one message at a time.
+func (s *Server) serveRunAsync(msg *nats.Msg) {
+	select {
+	case s.runSlots <- struct{}{}:
+	default:
+		data, _ := json.Marshal(map[string]any{"error": events.Errorf(events.CodeRateLimited, "too many run requests in flight")})
+		_ = msg.Respond(data)
+		return
+	}
+	go func() {
+		defer func() { <-s.runSlots }()
+		s.serveRun(msg)
+	}()
+}
+
 // serveRun answers a core NATS request on weft.executions.run: the same
 // checks and records as POST /api/executions, then the whole execution
 // once it ends, or an error object.
@@ -56,14 +76,14 @@ func (s *Server) serveRun(msg *nats.Msg) {
 			return
 		}
 	}
-	res, err := s.submit(ctx, p, cred, submitBody{WorkflowID: req.WorkflowID, Inputs: req.Inputs}, req.ExecutionID, wait)
+	res, err := s.submit(ctx, p, submitBody{WorkflowID: req.WorkflowID, Inputs: req.Inputs}, req.ExecutionID, "", wait)
 	if err != nil {
 		fail(err)
 		return
 	}
 	switch {
 	case res.end != nil && res.end.Kind == events.KindRejected:
-		fail(res.end.Error)
+		fail(refusal(res.end.Error))
 	case res.end != nil && len(res.end.Execution) > 0:
 		_ = msg.Respond(res.end.Execution)
 	case persistence.Terminal(res.ex.Status):

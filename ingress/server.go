@@ -83,16 +83,17 @@ type Deps struct {
 
 // Server is the HTTP API.
 type Server struct {
-	cfg     Config
-	deps    Deps
-	auth    *Auth
-	app     *fiber.App
-	metrics *httpMetrics
-	waiters *waiters
-	wfCache *workflowCache
-	runSub  *nats.Subscription
-	done    chan struct{}
-	once    sync.Once
+	cfg      Config
+	deps     Deps
+	auth     *Auth
+	app      *fiber.App
+	metrics  *httpMetrics
+	waiters  *waiters
+	wfCache  *workflowCache
+	runSub   *nats.Subscription
+	runSlots chan struct{}
+	done     chan struct{}
+	once     sync.Once
 }
 
 // New builds the API.
@@ -128,7 +129,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			return nil, err
 		}
 	}
-	s := &Server{cfg: cfg, deps: deps, auth: auth, metrics: newHTTPMetrics(deps.Registry), done: make(chan struct{})}
+	s := &Server{cfg: cfg, deps: deps, auth: auth, metrics: newHTTPMetrics(deps.Registry), done: make(chan struct{}),
+		runSlots: make(chan struct{}, runConcurrency)}
 	var err error
 	if s.wfCache, err = newWorkflowCache(deps.Store, deps.NC); err != nil {
 		return nil, err
@@ -136,7 +138,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if s.waiters, err = startWaiters(deps.NC); err != nil {
 		return nil, err
 	}
-	if s.runSub, err = deps.NC.QueueSubscribe(events.SubjectRun, "weft-ingress", s.serveRun); err != nil {
+	if s.runSub, err = deps.NC.QueueSubscribe(events.SubjectRun, "weft-ingress", s.serveRunAsync); err != nil {
 		s.waiters.stop()
 		return nil, err
 	}

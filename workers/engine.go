@@ -2,6 +2,7 @@ package workers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -110,11 +111,14 @@ func (e *Engine) Start(ctx context.Context, types []string) error {
 	if err := EnsureStreams(ctx, e.js, e.cfg.Settings); err != nil {
 		return err
 	}
-	sub, err := e.nc.Subscribe(events.EventKindFilter(events.KindCancelled), e.onCancelled)
-	if err != nil {
-		return err
+	// A cancelled or failed execution's running nodes are told to stop.
+	for _, kind := range []string{events.KindCancelled, events.KindFailed} {
+		sub, err := e.nc.Subscribe(events.EventKindFilter(kind), e.onCancelled)
+		if err != nil {
+			return err
+		}
+		e.stops = append(e.stops, func() { _ = sub.Unsubscribe() })
 	}
-	e.stops = append(e.stops, func() { _ = sub.Unsubscribe() })
 	if err := e.consume(ctx, events.StreamSubmit, events.StarterConsumer(e.cfg.Settings), e.handleSubmit); err != nil {
 		return err
 	}
@@ -191,14 +195,33 @@ func (e *Engine) safely(ctx context.Context, consumer string, handle func(contex
 		if r := recover(); r != nil {
 			e.log.Error("handler panicked", "consumer", consumer, "subject", m.Subject(), "panic", r, "stack", string(debug.Stack()))
 			if md, err := m.Metadata(); err == nil && md.NumDelivered >= 3 {
-				// The handler keeps panicking: give up on it for good.
-				e.reject(ctx, m, "", events.Errorf("panic", "the worker failed on this message %d times: %v", md.NumDelivered, r))
+				// The handler keeps panicking: give up on it for good, and on
+				// the execution it names. The panic's text stays in the log.
+				id := messageExecution(m)
+				reason := events.Errorf(events.CodeInternal, "the worker failed on this message %d times", md.NumDelivered)
+				e.reject(ctx, m, id, reason)
+				e.failExecution(ctx, id, reason)
 				return
 			}
 			_ = m.NakWithDelay(time.Second)
 		}
 	}()
 	handle(ctx, m)
+}
+
+// messageExecution is the execution a task or submission names, if any.
+func messageExecution(m jetstream.Msg) string {
+	var v struct {
+		Task string `json:"e"`
+		Sub  string `json:"executionId"`
+	}
+	if json.Unmarshal(m.Data(), &v) != nil {
+		return ""
+	}
+	if v.Task != "" {
+		return v.Task
+	}
+	return v.Sub
 }
 
 // graph returns the compiled graph of one workflow version, compiled once

@@ -24,6 +24,9 @@ import (
 // becomes a subject token, so no dots, spaces or wildcards.
 var validExecutionID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
+// ValidExecutionID reports whether a caller may name an execution id.
+func ValidExecutionID(id string) bool { return validExecutionID.MatchString(id) }
+
 // handleSubmit starts an execution from a submission. An execution the
 // store already has was accepted by the ingress (or by an earlier delivery
 // of this message) and is started as stored; any other submission is
@@ -47,9 +50,17 @@ func (e *Engine) handleSubmit(ctx context.Context, m jetstream.Msg) {
 		return
 	}
 	ex, err := e.store.LoadExecution(ctx, id)
-	if events.IsNotFound(err) {
+	switch {
+	case events.IsNotFound(err):
 		ex, err = e.accept(ctx, m, id, &req, md.Timestamp)
+	case err == nil && Credential(m.Headers()) != "":
+		// A direct publisher naming an execution that exists: it is a
+		// resend of the caller's own, or a conflict.
+		err = e.sameCaller(ctx, m, ex, &req)
 	}
+	// A message without a credential can only resume an execution that an
+	// authenticated caller recorded (the ingress, or a first delivery): it
+	// cannot create one.
 	if err != nil {
 		e.failMessage(ctx, m, md, id, err)
 		return
@@ -77,6 +88,19 @@ func (e *Engine) handleSubmit(ctx context.Context, m jetstream.Msg) {
 		return
 	}
 	_ = m.Ack()
+}
+
+// sameCaller checks that a direct submission naming a recorded execution
+// comes from its owner, for its workflow.
+func (e *Engine) sameCaller(ctx context.Context, m jetstream.Msg, ex *persistence.Execution, req *events.SubmitRequest) error {
+	userID, err := e.verify(ctx, Credential(m.Headers()))
+	if err != nil {
+		return err
+	}
+	if userID != ex.UserID || (req.WorkflowID != "" && req.WorkflowID != ex.WorkflowID) {
+		return events.Errorf(events.CodeConflict, "execution %s exists and is not this submission", ex.ID)
+	}
+	return nil
 }
 
 // accept checks a direct submission and records it as a queued execution.
@@ -128,17 +152,38 @@ func (e *Engine) NewExecution(ctx context.Context, w *persistence.Workflow, id s
 	}, nil
 }
 
-// Credential reads the caller's credential from a message's headers.
+// Credential reads the caller's credential from a message's headers,
+// whatever the case of their names.
 func Credential(h nats.Header) string {
-	if k := h.Get(events.HeaderAPIKey); k != "" {
+	if k := headerFold(h, events.HeaderAPIKey); k != "" {
 		return strings.TrimSpace(k)
 	}
-	if a := h.Get(events.HeaderAuthorization); a != "" {
+	if a := headerFold(h, events.HeaderAuthorization); a != "" {
 		if scheme, tok, ok := strings.Cut(a, " "); ok && strings.EqualFold(scheme, "Bearer") {
 			return strings.TrimSpace(tok)
 		}
 	}
 	return ""
+}
+
+// headerFold is h.Get with the name compared case-insensitively: NATS
+// headers keep the case a client wrote.
+func headerFold(h nats.Header, name string) string {
+	if v := h.Get(name); v != "" {
+		return v
+	}
+	for k, vs := range h {
+		if strings.EqualFold(k, name) && len(vs) > 0 {
+			return vs[0]
+		}
+	}
+	return ""
+}
+
+// isCredentialHeader reports whether a header carries a secret, which is
+// never kept.
+func isCredentialHeader(name string) bool {
+	return strings.EqualFold(name, events.HeaderAPIKey) || strings.EqualFold(name, events.HeaderAuthorization)
 }
 
 // derivedID is the execution id of a submission that names none: the same
@@ -165,20 +210,65 @@ func strconvU(v uint64) string {
 // failMessage handles an error of a submission or task: a coded error
 // that another attempt would repeat refuses the message; anything else is
 // retried with backoff until the consumer's MaxDeliver, where the message
-// is refused and kept rather than dropped.
+// is refused and kept rather than dropped. A recorded execution whose
+// message is given up on fails, so it does not hang in running.
 func (e *Engine) failMessage(ctx context.Context, m jetstream.Msg, md *jetstream.MsgMetadata, executionID string, err error) {
 	var coded *events.Error
 	if errors.As(err, &coded) && coded.Code != events.CodeInternal && coded.Code != events.CodeUnavailable {
-		e.reject(ctx, m, executionID, coded)
+		switch coded.Code {
+		case events.CodeConflict, events.CodeUnauthorized, events.CodeForbidden:
+			// The message is refused, not the execution it names: that may
+			// be somebody else's.
+			e.reject(ctx, m, "", coded)
+		default:
+			e.reject(ctx, m, executionID, coded)
+			e.failExecution(ctx, executionID, coded)
+		}
 		return
 	}
 	if md.NumDelivered >= 8 {
 		e.log.Error("giving up on a message", "subject", m.Subject(), "execution", executionID, "err", err)
-		e.reject(ctx, m, executionID, events.Errorf(events.CodeUnavailable, "could not be processed after %d attempts", md.NumDelivered))
+		reason := events.Errorf(events.CodeUnavailable, "could not be processed after %d attempts", md.NumDelivered)
+		e.reject(ctx, m, executionID, reason)
+		e.failExecution(ctx, executionID, reason)
 		return
 	}
 	e.log.Warn("will retry a message", "subject", m.Subject(), "execution", executionID, "attempt", md.NumDelivered, "err", err)
 	_ = m.NakWithDelay(retryDelay(time.Second, int(md.NumDelivered), 0))
+}
+
+// failExecution ends a recorded, unfinished execution as failed with
+// reason, its unresolved nodes cancelled, and announces the end.
+func (e *Engine) failExecution(ctx context.Context, executionID string, reason *events.Error) {
+	if executionID == "" {
+		return
+	}
+	ex, err := e.store.LoadExecution(ctx, executionID)
+	if err != nil || persistence.Terminal(ex.Status) {
+		return
+	}
+	now := e.cfg.Now().UTC()
+	upd := persistence.ExecutionUpdate{ID: ex.ID, Nodes: map[string]*persistence.NodeState{}, Reload: true,
+		Finish: &persistence.Finish{Status: persistence.StatusFailed, At: now,
+			Error: &persistence.ExecutionError{Code: reason.Code, Message: reason.Message}}}
+	g, err := e.graph(ctx, ex.UserID, ex.WorkflowID, ex.WorkflowVersion)
+	if err == nil {
+		for id, n := range g.Nodes {
+			if st := ex.Nodes[id]; st == nil || !persistence.Terminal(st.Status) {
+				upd.Nodes[id] = &persistence.NodeState{Type: n.Type, Status: persistence.StatusCancelled}
+			}
+		}
+	}
+	res, err := e.store.ApplyExecution(ctx, upd)
+	if err != nil || !res.Finished || res.Execution == nil {
+		if err != nil {
+			e.log.Error("could not fail an execution", "execution", executionID, "err", err)
+		}
+		return
+	}
+	if err := e.republishEnd(ctx, res.Execution, g); err != nil {
+		e.log.Error("could not announce a failed execution", "execution", executionID, "err", err)
+	}
 }
 
 // reject refuses a message for good: it is kept in WEFT_REJECTED with its
@@ -189,8 +279,7 @@ func (e *Engine) reject(ctx context.Context, m jetstream.Msg, executionID string
 	keep := nats.NewMsg(events.RejectedSubject(reason.Code))
 	keep.Data = m.Data()
 	for k, vs := range m.Headers() {
-		switch k {
-		case events.HeaderAPIKey, events.HeaderAuthorization, events.HeaderMsgID:
+		if isCredentialHeader(k) || strings.EqualFold(k, events.HeaderMsgID) {
 			continue
 		}
 		keep.Header[k] = vs

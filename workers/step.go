@@ -140,6 +140,11 @@ func (s *step) edgeTaken(edge flow.Edge, predStatus string) bool {
 	if pred.Type != flow.TypeCondition {
 		return true
 	}
+	if predStatus != persistence.StatusCompleted {
+		// A CONDITION that failed (onError "continue") decided nothing:
+		// neither branch is taken.
+		return false
+	}
 	out, err := s.output(edge.From)
 	if err != nil {
 		return false
@@ -273,7 +278,7 @@ func (s *step) finishIfDone() {
 				s.set(id, &persistence.NodeState{Type: s.g.Nodes[id].Type, Status: persistence.StatusCancelled})
 			}
 		}
-		s.upd.Finish = &persistence.Finish{Status: persistence.StatusFailed, Error: s.failure, At: s.now}
+		s.upd.Finish = &persistence.Finish{Status: persistence.StatusFailed, Error: s.failure, At: s.e.cfg.Now().UTC()}
 		s.finished = true
 		return
 	}
@@ -292,24 +297,32 @@ func (s *step) finishIfDone() {
 	s.finished = true
 }
 
-// mergeOutputs is the execution's output: the value of its one completed
-// OUTPUT node, or an object of several by node id.
+// mergeOutputs is the execution's output: the value of its OUTPUT node
+// when the workflow has one, or an object of the values of several by node
+// id (null for one that did not complete). The shape depends on the
+// workflow, never on what ran.
 func (s *step) mergeOutputs() (json.RawMessage, error) {
 	var ids []string
 	for _, id := range s.g.Order {
-		if s.g.Nodes[id].Type == flow.TypeOutput && s.status(id) == persistence.StatusCompleted {
+		if s.g.Nodes[id].Type == flow.TypeOutput {
 			ids = append(ids, id)
 		}
 	}
+	value := func(id string) json.RawMessage {
+		if n := s.ex.Nodes[id]; n != nil && n.Status == persistence.StatusCompleted && len(n.Output) > 0 {
+			return n.Output
+		}
+		return jsonNull
+	}
 	switch len(ids) {
 	case 0:
-		return json.RawMessage("null"), nil
+		return jsonNull, nil
 	case 1:
-		return s.ex.Nodes[ids[0]].Output, nil
+		return value(ids[0]), nil
 	}
 	merged := make(map[string]json.RawMessage, len(ids))
 	for _, id := range ids {
-		merged[id] = s.ex.Nodes[id].Output
+		merged[id] = value(id)
 	}
 	return json.Marshal(merged)
 }
@@ -336,6 +349,11 @@ func (s *step) commit(ctx context.Context) (*persistence.Execution, error) {
 		}
 		futures = append(futures, f)
 		return nil
+	}
+	if (s.finished && !res.Finished) || (res.Execution != nil && persistence.Terminal(res.Execution.Status) && !res.Finished) {
+		// Ended by someone else meanwhile (a cancel): this step's writes
+		// were ignored, and it announces nothing and schedules nothing.
+		return res.Execution, nil
 	}
 	// Events before tasks: a successor's events are then stored after this
 	// step's, in whichever process the successor runs.
@@ -404,7 +422,12 @@ func (s *step) publishEnd(publish func(subject, msgID string, v any) error, base
 		return err
 	}
 	ev := base
-	ev.Kind, ev.Nodes, ev.Execution = ex.Status, changed, view
+	ev.Kind, ev.Nodes = ex.Status, changed
+	if len(view) <= maxEventExecution {
+		// Waiters answer from it without reading the store; a larger one
+		// would pass the message size limit, and they read the store.
+		ev.Execution = view
+	}
 	if ex.StartedAt != nil && ex.FinishedAt != nil {
 		ev.DurationMs = float64(ex.FinishedAt.Sub(*ex.StartedAt).Microseconds()) / 1000
 	}
@@ -416,6 +439,9 @@ func (s *step) publishEnd(publish func(subject, msgID string, v any) error, base
 	// message already (see publishOnce).
 	return publish(events.EventSubject(ex.ID, ev.Kind), onceMsgID(ex.ID+"."+ev.Kind), ev)
 }
+
+// maxEventExecution is the largest execution a terminal event carries.
+const maxEventExecution = 256 << 10
 
 // onceMarker prefixes the msg id of a message that must be stored at most
 // once on its subject, ever.

@@ -56,6 +56,13 @@ func (e *Engine) handleTask(ctx context.Context, m jetstream.Msg) {
 	}
 	s := newStep(e, ex, g)
 	s.begin()
+	if s.status(n.ID) == persistence.StatusRunning && md.NumDelivered == 1 {
+		// A second copy of a task whose first copy a worker holds: that
+		// one is redelivered if its worker dies, so this one is dropped
+		// rather than run the node twice.
+		_ = m.Ack()
+		return
+	}
 	if !persistence.Terminal(s.status(n.ID)) {
 		attempt := int(md.NumDelivered)
 		start := e.cfg.Now().UTC()
@@ -63,8 +70,14 @@ func (e *Engine) handleTask(ctx context.Context, m jetstream.Msg) {
 		if !spec.Pure {
 			// Show the node running; pure nodes finish before anyone could look.
 			s.set(n.ID, &persistence.NodeState{Type: n.Type, Status: persistence.StatusRunning, Attempts: attempt, StartedAt: &start})
-			if _, err := s.commit(ctx); err != nil {
+			fresh, err := s.commit(ctx)
+			if err != nil {
 				e.failMessage(ctx, m, md, t.ExecutionID, err)
+				return
+			}
+			if fresh != nil && persistence.Terminal(fresh.Status) {
+				// Cancelled or failed meanwhile: the node does not start.
+				_ = m.Ack()
 				return
 			}
 			s = newStep(e, ex, g)

@@ -101,6 +101,10 @@ func (c *Config) Validate() error {
 		if c.MongoURI == "" && c.DataDir == "" {
 			problems = append(problems, "weft worker needs WEFT_MONGO_URI (--mongo), or --data for a SQLite store shared on one host")
 		}
+		if c.JWTSecret == "" {
+			// Every starter must check a direct submission's token alike.
+			problems = append(problems, "WEFT_JWT_SECRET is required by weft worker")
+		}
 	case ModeServe:
 		for name, v := range map[string]string{"WEFT_NATS_URL (--nats)": c.NATSURL, "WEFT_MONGO_URI (--mongo)": c.MongoURI, "WEFT_REDIS_URL (--redis)": c.RedisURL, "WEFT_JWT_SECRET": c.JWTSecret} {
 			if v == "" {
@@ -416,13 +420,6 @@ func (m *Main) startIngress(ctx context.Context) error {
 func (m *Main) jwtSecret() ([]byte, error) {
 	if m.Config.JWTSecret != "" {
 		return []byte(m.Config.JWTSecret), nil
-	}
-	if m.Config.Mode == ModeWorker {
-		// A worker verifies API keys against the store; without the
-		// secret it cannot check JWTs, so direct submissions need a key.
-		buf := make([]byte, 32)
-		_, err := rand.Read(buf)
-		return []byte(hex.EncodeToString(buf)), err
 	}
 	if m.Config.Mode != ModeDev {
 		return nil, errors.New("WEFT_JWT_SECRET is required")

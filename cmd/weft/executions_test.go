@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -382,4 +384,67 @@ func TestOnErrorAndMergedOutputs(t *testing.T) {
 	logs := b.call(t, "GET", "/api/executions/"+id+"/logs", u.Token, nil)
 	require.Equal(t, 200, logs.Status)
 	require.NotEmpty(t, logs.Body["items"])
+}
+
+// TestDirectNATSEdges: header names in any case, an execution id taken by
+// another user is refused without touching that execution, and run
+// requests are served concurrently.
+func TestDirectNATSEdges(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	owner, intruder := b.register(t), b.register(t)
+	wf := b.workflow(t, owner, seedWorkflow())
+	ownerKey := b.call(t, "POST", "/api/auth/api-keys", owner.Token, map[string]any{"name": "k"}).Body["key"].(string)
+	intruderKey := b.call(t, "POST", "/api/auth/api-keys", intruder.Token, map[string]any{"name": "k"}).Body["key"].(string)
+	nc, js := natsClient(t, b)
+	ctx := context.Background()
+
+	m := nats.NewMsg("weft.executions.submit")
+	m.Data = []byte(`{"workflowId":"` + wf + `","inputs":{"text":"mine"},"executionId":"taken-1"}`)
+	m.Header["weft-api-key"] = []string{ownerKey} // lower case, as some clients write it
+	_, err := js.PublishMsg(ctx, m)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		return b.call(t, "GET", "/api/executions/taken-1", owner.Token, nil).Body["status"] == "completed"
+	}, 10*time.Second, 20*time.Millisecond)
+
+	// The intruder names the owner's execution: refused, kept, and the
+	// owner's execution is as it was.
+	m = nats.NewMsg("weft.executions.submit")
+	m.Data = []byte(`{"workflowId":"` + wf + `","inputs":{"text":"theirs"},"executionId":"taken-1"}`)
+	m.Header.Set("Weft-Api-Key", intruderKey)
+	m.Header.Set("Nats-Msg-Id", "intrude")
+	_, err = js.PublishMsg(ctx, m)
+	require.NoError(t, err)
+	rejected, err := js.Stream(ctx, "WEFT_REJECTED")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := rejected.Info(ctx)
+		return err == nil && info.State.Msgs == 1
+	}, 10*time.Second, 20*time.Millisecond)
+	got := b.call(t, "GET", "/api/executions/taken-1", owner.Token, nil)
+	require.Equal(t, "completed", got.Body["status"])
+	require.Equal(t, map[string]any{"verdict": "small MINE", "n": 2.0}, got.Body["output"])
+	requireError(t, b.call(t, "GET", "/api/executions/taken-1", intruder.Token, nil), 404, "not_found", "-")
+
+	// Run requests in parallel are answered in parallel.
+	var wg sync.WaitGroup
+	began := time.Now()
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req := nats.NewMsg("weft.executions.run")
+			req.Data = []byte(fmt.Sprintf(`{"workflowId":"%s","inputs":{"text":"r%d"},"executionId":"run-%d"}`, wf, i, i))
+			req.Header.Set("Weft-Api-Key", ownerKey)
+			reply, err := nc.RequestMsg(req, 10*time.Second)
+			require.NoError(t, err)
+			var ex map[string]any
+			require.NoError(t, json.Unmarshal(reply.Data, &ex))
+			require.Equal(t, "completed", ex["status"], string(reply.Data))
+			require.Equal(t, fmt.Sprintf("run-%d", i), ex["id"])
+		}()
+	}
+	wg.Wait()
+	require.Less(t, time.Since(began), 10*time.Second)
 }

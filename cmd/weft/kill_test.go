@@ -84,7 +84,7 @@ func TestWorkerKilledLosesNothing(t *testing.T) {
 	worker := func() *exec.Cmd {
 		cmd := exec.Command(bin, "worker", "--nats", natsURL, "--data", dir, "--hop-per-node",
 			"--node-timeout", "1s", "--concurrency", "16", "--log-level", "error")
-		cmd.Env = append(os.Environ(), "WEFT_REDIS_URL=", "WEFT_MONGO_URI=")
+		cmd.Env = append(os.Environ(), "WEFT_REDIS_URL=", "WEFT_MONGO_URI=", "WEFT_JWT_SECRET=a secret of thirty-two characters or more")
 		cmd.Stderr = os.Stderr
 		require.NoError(t, cmd.Start())
 		t.Cleanup(func() {
