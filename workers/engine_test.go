@@ -11,13 +11,13 @@ import (
 	"testing"
 	"time"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/weftdev/weft/events"
+	"github.com/weftdev/weft/events/natstest"
 	"github.com/weftdev/weft/persistence"
 	"github.com/weftdev/weft/persistence/sqlite"
 	"github.com/weftdev/weft/workers"
@@ -86,13 +86,7 @@ var diamond = `{"name":"diamond","nodes":[
 
 func setup(t *testing.T, cfg workers.Config) *bundle {
 	t.Helper()
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT, JetStream: true,
-		StoreDir: filepath.Join(t.TempDir(), "js"), NoLog: true, NoSigs: true})
-	require.NoError(t, err)
-	ns.Start()
-	require.True(t, ns.ReadyForConnections(10*time.Second))
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := nats.Connect(ns.ClientURL())
+	nc, err := nats.Connect(natstest.Start(t))
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)

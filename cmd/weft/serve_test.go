@@ -2,28 +2,16 @@ package main
 
 import (
 	"os"
-	"path/filepath"
 	"testing"
-	"time"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/stretchr/testify/require"
+
+	"github.com/weftdev/weft/events/natstest"
 )
 
 // startNATS runs a standalone nats-server with JetStream, as production
 // would have.
-func startNATS(t *testing.T) string {
-	t.Helper()
-	ns, err := natsserver.NewServer(&natsserver.Options{
-		Host: "127.0.0.1", Port: natsserver.RANDOM_PORT, JetStream: true,
-		StoreDir: filepath.Join(t.TempDir(), "js"), NoLog: true, NoSigs: true,
-	})
-	require.NoError(t, err)
-	ns.Start()
-	require.True(t, ns.ReadyForConnections(10*time.Second))
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	return ns.ClientURL()
-}
+func startNATS(t *testing.T) string { return natstest.Start(t) }
 
 // TestServeOnExternalServers runs `weft serve` against NATS, a
 // MongoDB-protocol server (FerretDB) and Redis, none of them embedded.

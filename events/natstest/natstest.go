@@ -1,0 +1,31 @@
+// Package natstest starts a real nats-server, in process, for tests: the
+// same server production runs, on a free loopback port, with JetStream on
+// file storage in the test's temp dir, shut down when the test ends.
+package natstest
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+)
+
+// Start runs a server for the test and returns its client URL.
+func Start(t testing.TB) string {
+	t.Helper()
+	ns, err := natsserver.NewServer(&natsserver.Options{
+		Host: "127.0.0.1", Port: natsserver.RANDOM_PORT, JetStream: true,
+		StoreDir: filepath.Join(t.TempDir(), "js"), NoLog: true, NoSigs: true,
+	})
+	if err != nil {
+		t.Fatalf("nats server: %v", err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		t.Fatal("nats server did not start")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	return ns.ClientURL()
+}
