@@ -2,12 +2,15 @@ package ingress
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/weftdev/weft/events"
+	"github.com/weftdev/weft/workers/flow"
 )
 
 type checkResult struct {
@@ -59,15 +62,57 @@ func (s *Server) readyz(c *fiber.Ctx) error {
 	return c.Status(status).JSON(fiber.Map{"status": word, "checks": results})
 }
 
-// dashboardHealth reports each dependency with its status and latency.
-// Consumer lag per node type joins it with the execution engine.
+// consumerLag is how far one durable consumer is behind.
+type consumerLag struct {
+	Consumer string `json:"consumer"`
+	NodeType string `json:"nodeType,omitempty"`
+	// Pending messages not yet delivered, and delivered but not yet acked.
+	Pending     uint64 `json:"pending"`
+	AckPending  int    `json:"ackPending"`
+	Redelivered int    `json:"redelivered"`
+	Error       string `json:"error,omitempty"`
+}
+
+// lags reads the starter's and every node type's consumer. A consumer no
+// process has created yet (no pool of that type ever ran) is reported so.
+func (s *Server) lags(ctx context.Context) []consumerLag {
+	type target struct{ stream, consumer, nodeType string }
+	targets := []target{{events.StreamSubmit, events.ConsumerStarter, ""}}
+	for _, t := range flow.NodeTypes {
+		targets = append(targets, target{events.StreamTasks, events.TaskConsumer(t), t})
+	}
+	out := make([]consumerLag, 0, len(targets))
+	for _, tg := range targets {
+		l := consumerLag{Consumer: tg.consumer, NodeType: tg.nodeType}
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		cons, err := s.deps.JS.Consumer(cctx, tg.stream, tg.consumer)
+		if err == nil {
+			var info *jetstream.ConsumerInfo
+			if info, err = cons.Info(cctx); err == nil {
+				l.Pending, l.AckPending, l.Redelivered = info.NumPending, info.NumAckPending, info.NumRedelivered
+			}
+		}
+		cancel()
+		switch {
+		case errors.Is(err, jetstream.ErrConsumerNotFound):
+			l.Error = "no worker of this type has run yet"
+		case err != nil:
+			l.Error = "unavailable"
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+// dashboardHealth reports each dependency with its status and latency,
+// and how far behind each consumer (the starter, one per node type) is.
 func (s *Server) dashboardHealth(c *fiber.Ctx) error {
 	results, ok := s.runChecks(c.UserContext())
 	word := "healthy"
 	if !ok {
 		word = "degraded"
 	}
-	return c.JSON(fiber.Map{"status": word, "dependencies": results})
+	return c.JSON(fiber.Map{"status": word, "dependencies": results, "consumers": s.lags(c.UserContext())})
 }
 
 // dashboardRead answers with what read returns from the projector's

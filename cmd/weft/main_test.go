@@ -199,6 +199,14 @@ func TestHealthAndMetrics(t *testing.T) {
 	h := b.call(t, "GET", "/api/dashboard/health", u.Token, nil)
 	require.Equal(t, 200, h.Status)
 	require.Equal(t, "healthy", h.Body["status"])
+	lags := map[string]map[string]any{}
+	for _, c := range h.Body["consumers"].([]any) {
+		lags[c.(map[string]any)["consumer"].(string)] = c.(map[string]any)
+	}
+	require.EqualValues(t, 0, lags["starter"]["pending"])
+	require.EqualValues(t, 0, lags["tasks-transform"]["pending"])
+	require.Equal(t, "TRANSFORM", lags["tasks-transform"]["nodeType"])
+	require.Equal(t, "no worker of this type has run yet", lags["tasks-database"]["error"])
 	metrics := b.call(t, "GET", "/metrics", "", nil)
 	require.Equal(t, 200, metrics.Status)
 	require.Contains(t, string(metrics.Raw), "weft_http_requests_total")
