@@ -93,7 +93,7 @@ func checkAddr(ip netip.Addr, allowPrivate bool) error {
 			}
 		}
 	}
-	if ip.Is6() {
+	if ip.Is6() && !ip.IsLoopback() { // ::1 is in ::/96 but means itself
 		b := ip.As16()
 		var v4 [4]byte
 		switch {
@@ -162,11 +162,11 @@ func parseLegacyIPv4(host string) (netip.Addr, bool) {
 		}
 		ip |= v << (24 - 8*i)
 	}
-	if last := vals[n-1]; last >= 1<<(8*(5-n)) {
+	last := vals[n-1]
+	if last >= 1<<(8*(5-n)) {
 		return netip.Addr{}, false
-	} else {
-		ip |= last
 	}
+	ip |= last
 	return netip.AddrFrom4([4]byte{byte(ip >> 24), byte(ip >> 16), byte(ip >> 8), byte(ip)}), true
 }
 
