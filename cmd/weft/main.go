@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/weftdev/weft/workers/nodes"
 )
 
 func main() {
@@ -164,6 +166,9 @@ func runUntilSignal(parent context.Context, c Config) error {
 			}
 		}()
 	}
+	// HTTP_REQUEST refuses loopback, private and link-local addresses
+	// unless told otherwise (metadata addresses always).
+	nodes.ConfigureHTTP(nodes.HTTPConfig{AllowPrivate: envBool("WEFT_HTTP_ALLOW_PRIVATE")})
 	m := &Main{Config: c, Log: log}
 	if err := m.Run(ctx); err != nil {
 		m.Close()

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/weftdev/weft/persistence/mongo/mongotest"
+	"github.com/weftdev/weft/workers/nodes"
 )
 
 // bundle is one running `weft dev` wiring and a client for its API.
@@ -256,6 +257,8 @@ func mongoURI(t *testing.T) string {
 func TestMain(m *testing.M) {
 	// go-redis logs every failed dial; the Redis-down tests make many.
 	goredis.SetLogger(quietRedis{})
+	// The tests' remote web servers are httptest servers on loopback.
+	nodes.ConfigureHTTP(nodes.HTTPConfig{AllowPrivate: true})
 	code := m.Run()
 	if ferret.stop != nil {
 		ferret.stop()

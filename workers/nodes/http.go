@@ -289,9 +289,11 @@ func (h *httpNode) build(ctx context.Context, in Input) (*http.Request, int64, b
 	if contentType != "" && req.Header.Get("Content-Type") == "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	// The same key on every attempt lets the server drop a repeat; a key the
-	// workflow sets itself wins, as it knows the server's format.
-	if in.IdempotencyKey != "" && req.Header.Get(headerIdempotent) == "" {
+	// The same key on every attempt and redelivery lets the server drop a
+	// repeat. It is always "<executionId>:<nodeId>", as the contract says,
+	// even over a header the workflow set: a constant one would make
+	// different executions look like repeats.
+	if in.IdempotencyKey != "" {
 		req.Header.Set(headerIdempotent, in.IdempotencyKey)
 	}
 
