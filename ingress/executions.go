@@ -168,15 +168,7 @@ func (s *Server) submit(ctx context.Context, p *Principal, body submitBody, exec
 		}
 		return s.await(ctx, stored, done, wait)
 	}
-	// The queued event feeds the dashboard's gauge; it is published ahead
-	// of the submission on the same connection, so it is stored first.
-	// Counters can be rebuilt, so its PubAck is not waited for.
-	queued := nats.NewMsg(events.EventSubject(ex.ID, events.KindQueued))
-	queued.Data, _ = json.Marshal(events.Event{ExecutionID: ex.ID, Kind: events.KindQueued, UserID: ex.UserID, WorkflowID: ex.WorkflowID, At: ex.CreatedAt})
-	queued.Header.Set(events.HeaderMsgID, ex.ID+"."+events.KindQueued)
-	if _, err := s.deps.JS.PublishMsgAsync(queued); err != nil {
-		s.deps.Log.Debug("queued event not published", "execution", ex.ID, "err", err)
-	}
+	s.queuedLater(ex)
 	msg := nats.NewMsg(events.SubjectSubmit)
 	msg.Data, _ = json.Marshal(events.SubmitRequest{WorkflowID: w.ID, ExecutionID: ex.ID})
 	msg.Header.Set(events.HeaderMsgID, ex.ID)
@@ -193,6 +185,37 @@ func (s *Server) submit(ctx context.Context, p *Principal, body submitBody, exec
 		return &submitted{ex: stored}, nil
 	}
 	return s.await(ctx, stored, done, wait)
+}
+
+// queuedAfter is how long an execution may wait for a starter before it is
+// announced as queued.
+const queuedAfter = time.Second
+
+// queuedLater publishes the queued event of an execution that has not
+// ended within queuedAfter. Most executions end in milliseconds: for them
+// the event would cost a stored message, a subject in the stream's index
+// and the projector's work, to move the dashboard's queued gauge up and
+// down within a millisecond. The gauge counts what waits longer: a
+// backlog. The projector takes a queued event that comes after started as
+// the no-op it is.
+func (s *Server) queuedLater(ex *persistence.Execution) {
+	end, forget := s.waiters.add(ex.ID)
+	time.AfterFunc(queuedAfter, func() {
+		defer forget()
+		select {
+		case <-end:
+			return
+		case <-s.done:
+			return
+		default:
+		}
+		queued := nats.NewMsg(events.EventSubject(ex.ID, events.KindQueued))
+		queued.Data, _ = json.Marshal(events.Event{ExecutionID: ex.ID, Kind: events.KindQueued, UserID: ex.UserID, WorkflowID: ex.WorkflowID, At: ex.CreatedAt})
+		queued.Header.Set(events.HeaderMsgID, ex.ID+"."+events.KindQueued)
+		if _, err := s.deps.JS.PublishMsgAsync(queued); err != nil {
+			s.deps.Log.Debug("queued event not published", "execution", ex.ID, "err", err)
+		}
+	})
 }
 
 func (s *Server) await(ctx context.Context, ex *persistence.Execution, done <-chan *events.Event, wait time.Duration) (*submitted, error) {

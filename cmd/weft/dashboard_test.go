@@ -54,3 +54,23 @@ func TestDashboardCountersAndRebuild(t *testing.T) {
 	require.NoError(t, iter.Err())
 	require.Eventually(t, func() bool { return completed() == 3 }, 15*time.Second, 50*time.Millisecond, "rebuilt from the stream")
 }
+
+// TestQueuedGauge: an execution no starter takes shows as queued once it
+// has waited a second, and leaves the gauge when it runs.
+func TestQueuedGauge(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	u := b.register(t)
+	wf := b.workflow(t, u, seedWorkflow())
+	b.main.engine.Stop()
+	res := b.call(t, "POST", "/api/executions", u.Token, map[string]any{"workflowId": wf, "inputs": map[string]any{"text": "wait"}})
+	require.Equal(t, 202, res.Status)
+	gauge := func(name string) float64 {
+		o := b.call(t, "GET", "/api/dashboard/overview", u.Token, nil)
+		return o.Body["executions"].(map[string]any)[name].(float64)
+	}
+	require.Eventually(t, func() bool { return gauge("queued") == 1 }, 10*time.Second, 50*time.Millisecond)
+	require.NoError(t, b.main.engine.Start(context.Background(), []string{"INPUT", "TRANSFORM", "CONDITION", "OUTPUT"}))
+	t.Cleanup(b.main.engine.Stop)
+	require.Eventually(t, func() bool { return gauge("queued") == 0 && gauge("completed") == 1 }, 10*time.Second, 50*time.Millisecond)
+}
