@@ -24,7 +24,7 @@
 // redelivered or republished event changes nothing, and the counters come
 // out the same whatever the order events arrive in: two projectors on the
 // same durable consumer apply their batches in any interleaving. The hash
-// lives seven days while the execution is open (Config.OpenTTL) and 30 s
+// lives seven days while the execution is open (Config.OpenTTL) and 10 s
 // once it has ended (Config.DoneTTL): longer than the consumer's AckWait
 // (5 s), so a redelivered batch is recognised, and longer than two
 // projectors' batches can be out of order; short enough that thousands of

@@ -35,7 +35,7 @@ type Config struct {
 	OpenTTL time.Duration
 	// DoneTTL is how long an ended execution's phase hash is kept, to
 	// recognise redeliveries (the consumer's AckWait is 5 s) and events
-	// that arrive after the end. Default 30 s: at thousands of executions a
+	// that arrive after the end. Default 10 s: at thousands of executions a
 	// second, every second of it is thousands of keys.
 	DoneTTL time.Duration
 	// Linger is the longest a batch waits to fill before it is applied.
@@ -65,7 +65,7 @@ func (c Config) withDefaults() Config {
 		c.Linger = 20 * time.Millisecond
 	}
 	if c.DoneTTL <= 0 {
-		c.DoneTTL = 30 * time.Second
+		c.DoneTTL = 10 * time.Second
 	}
 	if c.CheckEvery <= 0 {
 		c.CheckEvery = 2 * time.Second

@@ -261,8 +261,8 @@ func TestLifecyclesAreCounted(t *testing.T) {
 	// The phase hash of an ended execution is kept for DoneTTL only.
 	ttl, err := b.rdb.TTL(context.Background(), p.k.ns+"x:u1-fast").Result()
 	require.NoError(t, err)
-	require.Greater(t, ttl, 20*time.Second)
-	require.LessOrEqual(t, ttl, 30*time.Second)
+	require.Greater(t, ttl, 5*time.Second)
+	require.LessOrEqual(t, ttl, 10*time.Second)
 	ttl, err = b.rdb.TTL(context.Background(), p.k.ns+"x:u1-openr").Result()
 	require.NoError(t, err)
 	require.Greater(t, ttl, 6*24*time.Hour)
