@@ -24,8 +24,9 @@
 // redelivered or republished event changes nothing, and the counters come
 // out the same whatever the order events arrive in: two projectors on the
 // same durable consumer apply their batches in any interleaving. The hash
-// lives seven days while the execution is open (Config.OpenTTL) and 10 s
-// once it has ended (Config.DoneTTL): longer than the consumer's AckWait
+// lives seven days while the execution is open (Config.OpenTTL); once the
+// execution has ended it becomes one short string, "user|kind|workflow|
+// ,node,node,", kept 10 s (Config.DoneTTL): longer than the consumer's AckWait
 // (5 s), so a redelivered batch is recognised, and longer than two
 // projectors' batches can be out of order; short enough that thousands of
 // executions a second do not fill Redis. An execution's end is stored once
