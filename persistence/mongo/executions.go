@@ -573,18 +573,9 @@ func (s *Store) ListExecutions(ctx context.Context, userID string, f persistence
 		return s.listFinished(ctx, filter, page, limit)
 	}
 
-	cur, err := s.col(colExecutions).Find(ctx, filter, page)
+	docs, next, err := findPage(ctx, s.col(colExecutions), filter, page, limit, func(d *executionDoc) string { return d.ID })
 	if err != nil {
-		return nil, "", internal(err)
-	}
-	var docs []executionDoc
-	if err := cur.All(ctx, &docs); err != nil {
-		return nil, "", internal(err)
-	}
-	next := ""
-	if len(docs) > limit {
-		docs = docs[:limit]
-		next = docs[limit-1].ID
+		return nil, "", err
 	}
 	if _, err := s.settle(ctx, docs); err != nil {
 		return nil, "", err
@@ -601,18 +592,9 @@ func (s *Store) ListExecutions(ctx context.Context, userID string, f persistence
 
 // listFinished lists executions in a final status through their finals.
 func (s *Store) listFinished(ctx context.Context, filter bson.D, page *options.FindOptionsBuilder, limit int) ([]persistence.Execution, string, error) {
-	cur, err := s.col(colExecutionFinals).Find(ctx, filter, page)
+	finals, next, err := findPage(ctx, s.col(colExecutionFinals), filter, page, limit, func(d *finalDoc) string { return d.ID })
 	if err != nil {
-		return nil, "", internal(err)
-	}
-	var finals []finalDoc
-	if err := cur.All(ctx, &finals); err != nil {
-		return nil, "", internal(err)
-	}
-	next := ""
-	if len(finals) > limit {
-		finals = finals[:limit]
-		next = finals[limit-1].ID
+		return nil, "", err
 	}
 	if len(finals) == 0 {
 		return []persistence.Execution{}, next, nil
@@ -621,7 +603,7 @@ func (s *Store) listFinished(ctx context.Context, filter bson.D, page *options.F
 	for i := range finals {
 		ids[i] = finals[i].ID
 	}
-	cur, err = s.col(colExecutions).Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}})
+	cur, err := s.col(colExecutions).Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}})
 	if err != nil {
 		return nil, "", internal(err)
 	}

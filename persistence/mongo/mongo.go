@@ -201,3 +201,23 @@ func clampLimit(n int) int {
 	}
 	return n
 }
+
+// findPage runs the query of one page, which asks for limit+1 documents so
+// that it knows whether there is a next page, and returns the page and the
+// cursor of the next ("" when none).
+func findPage[T any](ctx context.Context, col *mongo.Collection, filter any, opts *options.FindOptionsBuilder, limit int, id func(*T) string) ([]T, string, error) {
+	cur, err := col.Find(ctx, filter, opts)
+	if err != nil {
+		return nil, "", internal(err)
+	}
+	var docs []T
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, "", internal(err)
+	}
+	next := ""
+	if len(docs) > limit {
+		docs = docs[:limit]
+		next = id(&docs[limit-1])
+	}
+	return docs, next, nil
+}

@@ -240,19 +240,11 @@ func (s *Store) ListWorkflows(ctx context.Context, userID string, p persistence.
 	if p.Cursor != "" {
 		filter = append(filter, bson.E{Key: "_id", Value: bson.D{{Key: "$lt", Value: p.Cursor}}})
 	}
-	cur, err := s.col(colWorkflows).Find(ctx, filter,
-		options.Find().SetSort(bson.D{{Key: "_id", Value: -1}}).SetLimit(int64(limit+1)))
+	docs, next, err := findPage(ctx, s.col(colWorkflows), filter,
+		options.Find().SetSort(bson.D{{Key: "_id", Value: -1}}).SetLimit(int64(limit+1)), limit,
+		func(d *workflowDoc) string { return d.ID })
 	if err != nil {
-		return nil, "", internal(err)
-	}
-	var docs []workflowDoc
-	if err := cur.All(ctx, &docs); err != nil {
-		return nil, "", internal(err)
-	}
-	next := ""
-	if len(docs) > limit {
-		docs = docs[:limit]
-		next = docs[limit-1].ID
+		return nil, "", err
 	}
 	if len(docs) == 0 {
 		return []persistence.Workflow{}, next, nil
@@ -262,7 +254,7 @@ func (s *Store) ListWorkflows(ctx context.Context, userID string, p persistence.
 	for i, d := range docs {
 		successors[i] = versionID(d.ID, d.Version+1)
 	}
-	cur, err = s.col(colWorkflowVersions).Find(ctx,
+	cur, err := s.col(colWorkflowVersions).Find(ctx,
 		bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: successors}}}},
 		options.Find().SetProjection(bson.D{{Key: "workflowId", Value: 1}}))
 	if err != nil {
