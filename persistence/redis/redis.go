@@ -126,10 +126,16 @@ func NewLimiter(rdb goredis.UniversalClient, prefix string) *Limiter {
 	return &Limiter{rl: redis_rate.NewLimiter(rdb), prefix: prefix, now: time.Now, grants: map[string]*grant{}}
 }
 
-// chunk is how many events one round trip takes for key: a tenth of the
-// burst, at most 20, so small limits stay exact.
+// chunk is how many events one round trip takes for key: about a second's
+// worth of the rate (a grant lives a second), at most a tenth of the burst
+// so small limits stay exact, and at most 200. Each round trip is a Lua
+// script, and the embedded server builds a Lua state for every one.
 func chunk(limit Limit) int {
-	return max(1, min(20, limit.Burst/10))
+	perSecond := 0
+	if limit.Period > 0 {
+		perSecond = int(float64(limit.Rate) / limit.Period.Seconds())
+	}
+	return max(1, min(200, limit.Burst/10, perSecond))
 }
 
 // Allow takes one event from key's budget. When the budget is spent it
