@@ -5,7 +5,7 @@
 //	                                              │ up to 256 events at a time
 //	                                              ▼
 //	                         one Lua script per batch (one round trip):
-//	                           per-execution phase hash  ─ dedupe, gauges
+//	                           per-execution phase       ─ dedupe, gauges
 //	                           per-user counters          ─ Overview
 //	                           per-workflow counters+hist ─ Workflows
 //	                           per-minute buckets (TTL)   ─ Metrics
@@ -16,17 +16,18 @@
 //
 // # Effectively once, in any order
 //
-// Every execution has a small phase hash in Redis recording which of
-// queued, started (or a node event) and a terminal event it has seen, who
-// it belongs to, and which of its nodes were counted. The script reads it,
+// Every execution has a small phase string in Redis,
+// "user|workflow|q|s|t|,node,node,", recording which of queued, started
+// (or a node event) and a terminal event it has seen, who it belongs to,
+// and which of its nodes were counted; a batch reads all of its phases in
+// one MGET. The script reads it,
 // derives what had been counted (queued or running gauge, status counter),
 // applies the event, and moves the counters by the difference. So a
 // redelivered or republished event changes nothing, and the counters come
 // out the same whatever the order events arrive in: two projectors on the
-// same durable consumer apply their batches in any interleaving. The hash
-// lives seven days while the execution is open (Config.OpenTTL); once the
-// execution has ended it becomes one short string, "user|kind|workflow|
-// ,node,node,", kept 10 s (Config.DoneTTL): longer than the consumer's AckWait
+// same durable consumer apply their batches in any interleaving. The phase
+// lives seven days while the execution is open (Config.OpenTTL) and 10 s
+// once it has ended (Config.DoneTTL): longer than the consumer's AckWait
 // (5 s), so a redelivered batch is recognised, and longer than two
 // projectors' batches can be out of order; short enough that thousands of
 // executions a second do not fill Redis. An execution's end is stored once

@@ -13,7 +13,7 @@ import (
 //
 //	ns+"marker"              string: set when the counters were (re)built from the stream
 //	ns+"lock"                string: held by the projector rebuilding, with a TTL
-//	ns+"x:"+exec             hash: phase of one execution (u w q s t n:<node>), TTL
+//	ns+"p:"+exec             string: phase of one execution, "user|workflow|q|s|t|,node,", TTL
 //	ns+"u:"+user             hash: total queued running completed failed cancelled
 //	                               rejected nodes nt:<type> ns:<status> dsum dn
 //	ns+"wfs:"+user           set: workflow ids the user ran

@@ -29,11 +29,11 @@ type Config struct {
 	// BatchSize is the most events applied in one Redis round trip.
 	// Default 256.
 	BatchSize int
-	// OpenTTL is how long an execution's phase hash outlives its last
+	// OpenTTL is how long an execution's phase outlives its last
 	// event while the execution is open: it must outlast the longest
 	// execution. Default 7 days.
 	OpenTTL time.Duration
-	// DoneTTL is how long an ended execution's phase hash is kept, to
+	// DoneTTL is how long an ended execution's phase is kept, to
 	// recognise redeliveries (the consumer's AckWait is 5 s) and events
 	// that arrive after the end. Default 10 s: at thousands of executions a
 	// second, every second of it is thousands of keys.

@@ -258,15 +258,12 @@ func TestLifecyclesAreCounted(t *testing.T) {
 	b.waitIdle(t)
 	require.Equal(t, wantOverview(), overview(t, p.Reader, "u1"))
 
-	// An ended execution is kept as a short marker, for DoneTTL only.
-	n, err := b.rdb.Exists(context.Background(), p.k.ns+"x:u1-fast").Result()
-	require.NoError(t, err)
-	require.Zero(t, n, "no phase hash once ended")
-	ttl, err := b.rdb.TTL(context.Background(), p.k.ns+"d:u1-fast").Result()
+	// An ended execution's phase is kept for DoneTTL only.
+	ttl, err := b.rdb.TTL(context.Background(), p.k.ns+"p:u1-fast").Result()
 	require.NoError(t, err)
 	require.Greater(t, ttl, 5*time.Second)
 	require.LessOrEqual(t, ttl, 10*time.Second)
-	ttl, err = b.rdb.TTL(context.Background(), p.k.ns+"x:u1-openr").Result()
+	ttl, err = b.rdb.TTL(context.Background(), p.k.ns+"p:u1-openr").Result()
 	require.NoError(t, err)
 	require.Greater(t, ttl, 6*24*time.Hour)
 

@@ -9,7 +9,7 @@ import goredis "github.com/redis/go-redis/v9"
 // script refuses the batch (returns -1) rather than count into a keyspace
 // that is about to be swept.
 //
-// ARGV[1] is the key namespace, ARGV[2] and ARGV[3] the phase hash's TTL in
+// ARGV[1] is the key namespace, ARGV[2] and ARGV[3] the phase's TTL in
 // seconds while open and once ended. Then one record per execution (the
 // batch's events of it, merged by encode): eleven fields, execution id,
 // user id, workflow id, queued seen ("1" or ""), started seen, terminal
@@ -20,12 +20,13 @@ import goredis "github.com/redis/go-redis/v9"
 // that changed anything.
 //
 // Keys are built here from the namespace rather than passed in KEYS: the
-// user of a rejected event is known only from the phase hash. On Redis
+// user of a rejected event is known only from the phase. On Redis
 // Cluster, give the prefix a hash tag ("{weft}:") so every key shares a
 // slot.
 //
-// Redis calls and Lua work are what a batch costs, so: one HMGET, HSET and
-// EXPIRE per execution; counter increments summed in Lua tables and
+// Redis calls and Lua work are what a batch costs, so: one MGET of every
+// phase in the batch, one SET per execution that changed; counter
+// increments summed in Lua tables and
 // written once per field at the end (a batch mostly touches a few users,
 // so thousands of increments become tens of HINCRBYs).
 var applyScript = goredis.NewScript(applySource)
@@ -48,49 +49,54 @@ local function phase(q, s, t)
 end
 
 local changed = 0
-local i, n = 4, #ARGV
+local n = #ARGV
+
+-- Every record's phase is one string, "user|workflow|q|s|t|,node,node,"
+-- (the flags seen and the nodes counted), read for the whole batch in one
+-- MGET: a call costs far more than a string on the embedded server.
+local pkeys = {}
+do
+  local i = 4
+  while i <= n do
+    pkeys[#pkeys + 1] = P .. 'p:' .. ARGV[i]
+    i = i + 11 + 3 * tonumber(ARGV[i + 10])
+  end
+end
+local phases = {}
+if #pkeys > 0 then phases = redis.call('MGET', unpack(pkeys)) end
+
+local r, i = 0, 4
 while i <= n do
+  r = r + 1
   local ex, user, wf, qb, sb, tb = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local dus, hf, minute, mexp = ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], ARGV[i + 9]
   local nn = tonumber(ARGV[i + 10])
   local first = i + 11
   i = first + 3 * nn
 
-  local ek = P .. 'x:' .. ex
-  local dk = P .. 'd:' .. ex
-  local names = {'u', 'w', 'q', 's', 't'}
-  for j = 0, nn - 1 do names[6 + j] = 'n:' .. ARGV[first + 3 * j] end
-  local f = redis.call('HMGET', ek, unpack(names))
-  -- An ended execution is kept as one short string rather than a hash:
-  -- "user|kind|workflow|,node,node,", the nodes counted. Same facts, a
-  -- fraction of the memory and of the calls.
-  local marker = false
-  if not f[1] and not f[5] then
-    marker = redis.call('GET', dk)
-    if marker then
-      local du, dt, dw, dn = string.match(marker, '^([^|]*)|([^|]*)|([^|]*)|(.*)$')
-      f[1] = (du ~= '' and du) or false
-      f[2] = (dw ~= '' and dw) or false
-      f[5] = dt
-      for j = 0, nn - 1 do
-        if string.find(dn, ',' .. ARGV[first + 3 * j] .. ',', 1, true) then f[6 + j] = '1' end
-      end
-    end
+  local pk = pkeys[r]
+  local f = {false, false, false, false, false}
+  local counted = ','
+  local old = phases[r]
+  if old then
+    local du, dw, dq, ds, dt, dn = string.match(old, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+    f[1] = (du ~= '' and du) or false
+    f[2] = (dw ~= '' and dw) or false
+    f[3] = (dq ~= '' and dq) or false
+    f[4] = (ds ~= '' and ds) or false
+    f[5] = (dt ~= '' and dt) or false
+    counted = dn
   end
-  local hadHash = f[1] and not marker
+  for j = 0, nn - 1 do
+    f[6 + j] = string.find(counted, ',' .. ARGV[first + 3 * j] .. ',', 1, true) and '1' or false
+  end
   local u0, w0, q0, s0, t0 = f[1], f[2], f[3], f[4], f[5]
   local u1 = u0 or (user ~= '' and user)
   local w1 = w0 or (wf ~= '' and wf)
   local q1 = q0 or (qb ~= '' and qb)
   local s1 = s0 or (sb ~= '' and sb)
   local t1 = t0 or (tb ~= '' and tb)
-
-  local upd = {}
-  if u1 and not u0 then upd[#upd + 1] = 'u'; upd[#upd + 1] = u1 end
-  if w1 and not w0 then upd[#upd + 1] = 'w'; upd[#upd + 1] = w1 end
-  if q1 and not q0 then upd[#upd + 1] = 'q'; upd[#upd + 1] = '1' end
-  if s1 and not s0 then upd[#upd + 1] = 's'; upd[#upd + 1] = '1' end
-  if t1 and not t0 then upd[#upd + 1] = 't'; upd[#upd + 1] = t1 end
+  local dirty = (u1 and not u0) or (w1 and not w0) or (q1 and not q0) or (s1 and not s0) or (t1 and not t0)
 
   -- Without a user (a rejected event of an execution never seen) there is
   -- nobody to count for; the flags wait for an event that names the user.
@@ -139,41 +145,25 @@ while i <= n do
     for j = 0, nn - 1 do
       if not f[6 + j] then
         local b = first + 3 * j
-        local st = ARGV[b + 2]
-        upd[#upd + 1] = names[6 + j]; upd[#upd + 1] = '1'
-        add(uk, 'ns:' .. st, 1)
-        if st == 'completed' or st == 'failed' then
-          add(uk, 'nodes', 1); add(uk, 'nt:' .. ARGV[b + 1], 1)
+        local nid, st = ARGV[b], ARGV[b + 2]
+        if not string.find(counted, ',' .. nid .. ',', 1, true) then
+          counted = counted .. nid .. ','
+          dirty = true
+          add(uk, 'ns:' .. st, 1)
+          if st == 'completed' or st == 'failed' then
+            add(uk, 'nodes', 1); add(uk, 'nt:' .. ARGV[b + 1], 1)
+          end
         end
       end
     end
   end
 
-  if #upd > 0 then
+  if dirty then
     changed = changed + 1
-    if t1 then
-      -- Ended: every node counted so far goes into the marker, from the
-      -- hash (all its fields) or the old marker, plus this record's.
-      local counted = ','
-      if hadHash then
-        local all = redis.call('HGETALL', ek)
-        for k = 1, #all, 2 do
-          local nid = string.match(all[k], '^n:(.*)$')
-          if nid then counted = counted .. nid .. ',' end
-        end
-        redis.call('DEL', ek)
-      elseif marker then
-        counted = string.match(marker, '^[^|]*|[^|]*|[^|]*|(.*)$')
-      end
-      for j = 0, nn - 1 do
-        local nid = ARGV[first + 3 * j]
-        if not string.find(counted, ',' .. nid .. ',', 1, true) then counted = counted .. nid .. ',' end
-      end
-      redis.call('SET', dk, (u1 or '') .. '|' .. t1 .. '|' .. (w1 or '') .. '|' .. counted, 'EX', doneTTL)
-    else
-      redis.call('HSET', ek, unpack(upd))
-      redis.call('EXPIRE', ek, openTTL)
-    end
+    local v = (u1 or '') .. '|' .. (w1 or '') .. '|' .. (q1 and '1' or '') .. '|' .. (s1 and '1' or '') .. '|' .. (t1 or '') .. '|' .. counted
+    -- Kept for OpenTTL while open, DoneTTL once ended: longer than a
+    -- redelivery or a late event of it may come.
+    redis.call('SET', pk, v, 'EX', t1 and doneTTL or openTTL)
   end
 end
 
