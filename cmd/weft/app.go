@@ -65,6 +65,7 @@ type Config struct {
 	StreamReplicas int
 	Concurrency    int
 	NodeTimeout    time.Duration // default node timeout; tasks' AckWait is twice it
+	EventsMaxBytes int64         // retention of WEFT_EVENTS; 0: 256 MiB in dev, 1 GiB otherwise
 
 	CORSOrigins    []string
 	RatePerMinute  int
@@ -233,7 +234,14 @@ func (m *Main) startNATS(ctx context.Context) error {
 }
 
 func (m *Main) settings() events.Settings {
-	return events.Settings{Replicas: m.Config.StreamReplicas, NodeTimeout: m.Config.NodeTimeout}
+	maxBytes := m.Config.EventsMaxBytes
+	if maxBytes == 0 && m.Config.Mode == ModeDev {
+		// One machine's worth: every retained execution costs the embedded
+		// server memory for its subjects, and dev needs days of history
+		// less than it needs a flat footprint.
+		maxBytes = 256 << 20
+	}
+	return events.Settings{Replicas: m.Config.StreamReplicas, NodeTimeout: m.Config.NodeTimeout, EventsMaxBytes: maxBytes}
 }
 
 // startAuth builds the credential checker the API and the starter share.
