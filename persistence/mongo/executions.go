@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"strings"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -117,13 +116,7 @@ func rawText(s *string) json.RawMessage {
 }
 
 // millisPtr is *t at the stored precision, in UTC.
-func millisPtr(t *time.Time) *time.Time {
-	if t == nil {
-		return nil
-	}
-	c := t.UTC().Truncate(time.Millisecond)
-	return &c
-}
+var millisPtr = persistence.Millis
 
 func toExecErrorDoc(e *persistence.ExecutionError) *execErrorDoc {
 	if e == nil {
@@ -224,7 +217,7 @@ func (s *Store) settle(ctx context.Context, docs []executionDoc) (map[string]boo
 // from the keyDoc themselves when its creator has not (yet) done so. An id
 // taken by another user's execution is a conflict.
 func (s *Store) CreateExecution(ctx context.Context, e *persistence.Execution) (*persistence.Execution, bool, error) {
-	ne, err := normalizeExecution(s.stamp(e.CreatedAt), e)
+	ne, err := persistence.NormalizeExecution(e, s.stamp(e.CreatedAt))
 	if err != nil {
 		return nil, false, err
 	}
@@ -297,43 +290,6 @@ func (s *Store) CreateExecution(ctx context.Context, e *persistence.Execution) (
 	// from our keyDoc, the create is still ours.
 	created := wonKey && ne.IdempotencyKey != "" && stored.IdempotencyKey == ne.IdempotencyKey
 	return stored, created, nil
-}
-
-// normalizeExecution is a copy of e with defaults filled in and times at
-// millisecond precision in UTC.
-func normalizeExecution(created time.Time, e *persistence.Execution) (*persistence.Execution, error) {
-	if e.ID == "" || e.UserID == "" {
-		return nil, events.Errorf(events.CodeInvalid, "an execution needs an id and a user")
-	}
-	if strings.Contains(e.ID, ":") {
-		return nil, events.Errorf(events.CodeInvalid, "an execution id cannot contain ':'")
-	}
-	ne := *e
-	if ne.Status == "" {
-		ne.Status = persistence.StatusQueued
-	}
-	if len(ne.Inputs) == 0 {
-		ne.Inputs = json.RawMessage(`{}`)
-	}
-	ne.CreatedAt = created
-	ne.StartedAt, ne.FinishedAt = millisPtr(e.StartedAt), millisPtr(e.FinishedAt)
-	ne.Nodes = make(map[string]*persistence.NodeState, len(e.Nodes))
-	for id, n := range e.Nodes {
-		if err := validNode(id, n); err != nil {
-			return nil, err
-		}
-		c := *n
-		c.StartedAt, c.FinishedAt = millisPtr(n.StartedAt), millisPtr(n.FinishedAt)
-		ne.Nodes[id] = &c
-	}
-	return &ne, nil
-}
-
-func validNode(id string, n *persistence.NodeState) error {
-	if id == "" || n == nil || n.Status == "" {
-		return events.Errorf(events.CodeInvalid, "node %q needs a status", id)
-	}
-	return nil
 }
 
 // GetExecution returns one of the user's executions with its nodes.
@@ -472,7 +428,7 @@ func onlyDuplicates(err error) bool {
 // inserts it, and only that one reports Finished.
 func (s *Store) ApplyExecution(ctx context.Context, u persistence.ExecutionUpdate) (persistence.ApplyResult, error) {
 	for id, n := range u.Nodes {
-		if err := validNode(id, n); err != nil {
+		if err := persistence.ValidNode(id, n); err != nil {
 			return persistence.ApplyResult{}, err
 		}
 	}

@@ -128,7 +128,7 @@ func (r reader) query(query string, args ...any) (*sql.Rows, error) {
 // execution is a conflict, so that nobody learns of an execution not
 // theirs.
 func (s *Store) CreateExecution(ctx context.Context, e *persistence.Execution) (*persistence.Execution, bool, error) {
-	ne, err := s.newExecution(e)
+	ne, err := persistence.NormalizeExecution(e, s.stamp(e.CreatedAt))
 	if err != nil {
 		return nil, false, err
 	}
@@ -189,38 +189,6 @@ func (s *Store) CreateExecution(ctx context.Context, e *persistence.Execution) (
 		return nil, false, err
 	}
 	return stored, created, nil
-}
-
-// newExecution is a normalized copy of e: defaults filled in, times at
-// millisecond precision in UTC.
-func (s *Store) newExecution(e *persistence.Execution) (*persistence.Execution, error) {
-	if e.ID == "" || e.UserID == "" {
-		return nil, events.Errorf(events.CodeInvalid, "an execution needs an id and a user")
-	}
-	if strings.Contains(e.ID, ":") {
-		// The mongo store builds node keys as "<executionId>:<nodeId>".
-		return nil, events.Errorf(events.CodeInvalid, "an execution id cannot contain ':'")
-	}
-	ne := *e
-	if ne.Status == "" {
-		ne.Status = persistence.StatusQueued
-	}
-	if len(ne.Inputs) == 0 {
-		ne.Inputs = json.RawMessage(`{}`)
-	}
-	ne.CreatedAt = s.stamp(ne.CreatedAt)
-	ne.StartedAt = millisPtr(ne.StartedAt)
-	ne.FinishedAt = millisPtr(ne.FinishedAt)
-	ne.Nodes = make(map[string]*persistence.NodeState, len(e.Nodes))
-	for id, n := range e.Nodes {
-		if id == "" || n == nil || n.Status == "" {
-			return nil, events.Errorf(events.CodeInvalid, "node %q needs a status", id)
-		}
-		c := *n
-		c.StartedAt, c.FinishedAt = millisPtr(n.StartedAt), millisPtr(n.FinishedAt)
-		ne.Nodes[id] = &c
-	}
-	return &ne, nil
 }
 
 // GetExecution returns one of the user's executions with its nodes.
@@ -518,8 +486,8 @@ func finishStatus(status string) bool {
 func nodeArgs(executionID string, nodes map[string]*persistence.NodeState) ([][]any, error) {
 	args := make([][]any, 0, len(nodes))
 	for id, n := range nodes {
-		if id == "" || n == nil || n.Status == "" {
-			return nil, events.Errorf(events.CodeInvalid, "node %q needs a status", id)
+		if err := persistence.ValidNode(id, n); err != nil {
+			return nil, err
 		}
 		errJSON, err := nullJSON(n.Error)
 		if err != nil {
@@ -567,13 +535,7 @@ func timePtr(v sql.NullInt64) *time.Time {
 }
 
 // millisPtr is *t at the stored precision, in UTC.
-func millisPtr(t *time.Time) *time.Time {
-	if t == nil {
-		return nil
-	}
-	c := t.UTC().Truncate(time.Millisecond)
-	return &c
-}
+var millisPtr = persistence.Millis
 
 // clampWork bounds the engine's work lists and log reads: 100 by default,
 // at most 1000.

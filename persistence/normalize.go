@@ -1,0 +1,59 @@
+package persistence
+
+import (
+	"encoding/json"
+	"strings"
+	"time"
+
+	"github.com/weftdev/weft/events"
+)
+
+// Millis is *t at the precision every store keeps (milliseconds), in UTC,
+// so a record reads back the same from either adapter.
+func Millis(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	c := t.UTC().Truncate(time.Millisecond)
+	return &c
+}
+
+// ValidNode checks a node state a caller asks a store to write.
+func ValidNode(id string, n *NodeState) error {
+	if id == "" || n == nil || n.Status == "" {
+		return events.Errorf(events.CodeInvalid, "node %q needs a status", id)
+	}
+	return nil
+}
+
+// NormalizeExecution is a copy of e as a store keeps it: defaults filled
+// in (status queued, inputs {}), created as its creation time, and every
+// time at millisecond precision in UTC.
+func NormalizeExecution(e *Execution, created time.Time) (*Execution, error) {
+	if e.ID == "" || e.UserID == "" {
+		return nil, events.Errorf(events.CodeInvalid, "an execution needs an id and a user")
+	}
+	if strings.Contains(e.ID, ":") {
+		// The mongo store builds node keys as "<executionId>:<nodeId>".
+		return nil, events.Errorf(events.CodeInvalid, "an execution id cannot contain ':'")
+	}
+	ne := *e
+	if ne.Status == "" {
+		ne.Status = StatusQueued
+	}
+	if len(ne.Inputs) == 0 {
+		ne.Inputs = json.RawMessage(`{}`)
+	}
+	ne.CreatedAt = created
+	ne.StartedAt, ne.FinishedAt = Millis(e.StartedAt), Millis(e.FinishedAt)
+	ne.Nodes = make(map[string]*NodeState, len(e.Nodes))
+	for id, n := range e.Nodes {
+		if err := ValidNode(id, n); err != nil {
+			return nil, err
+		}
+		c := *n
+		c.StartedAt, c.FinishedAt = Millis(n.StartedAt), Millis(n.FinishedAt)
+		ne.Nodes[id] = &c
+	}
+	return &ne, nil
+}
