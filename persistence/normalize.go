@@ -57,3 +57,29 @@ func NormalizeExecution(e *Execution, created time.Time) (*Execution, error) {
 	}
 	return &ne, nil
 }
+
+// PageLimit applies the listing bounds every store shares: 20 when the
+// page names none, at most 100, at least 1.
+func PageLimit(n int) int {
+	switch {
+	case n == 0:
+		return 20
+	case n < 1:
+		return 1
+	case n > 100:
+		return 100
+	}
+	return n
+}
+
+// WorkLimit bounds the engine's work lists and log reads: 100 when none
+// is named, at most 1000.
+func WorkLimit(n int) int {
+	switch {
+	case n <= 0:
+		return 100
+	case n > 1000:
+		return 1000
+	}
+	return n
+}

@@ -513,7 +513,7 @@ func finishStatus(status string) bool {
 // those that settling shows no longer match (the page is then shorter, the
 // cursor still right).
 func (s *Store) ListExecutions(ctx context.Context, userID string, f persistence.ExecutionFilter, p persistence.Page) ([]persistence.Execution, string, error) {
-	limit := clampLimit(p.Limit)
+	limit := persistence.PageLimit(p.Limit)
 	filter := bson.D{{Key: "userId", Value: userID}}
 	if f.WorkflowID != "" {
 		filter = append(filter, bson.E{Key: "workflowId", Value: f.WorkflowID})
@@ -593,7 +593,7 @@ func (s *Store) UnfinishedExecutions(ctx context.Context, before time.Time, limi
 	cur, err := s.col(colExecutions).Find(ctx, bson.D{
 		{Key: "status", Value: bson.D{{Key: "$in", Value: bson.A{persistence.StatusQueued, persistence.StatusRunning}}}},
 		{Key: "createdAt", Value: bson.D{{Key: "$lt", Value: before}}},
-	}, options.Find().SetSort(bson.D{{Key: "createdAt", Value: 1}, {Key: "_id", Value: 1}}).SetLimit(int64(clampWork(limit))))
+	}, options.Find().SetSort(bson.D{{Key: "createdAt", Value: 1}, {Key: "_id", Value: 1}}).SetLimit(int64(persistence.WorkLimit(limit))))
 	if err != nil {
 		return nil, internal(err)
 	}
@@ -623,7 +623,7 @@ func (s *Store) ExecutionLogs(ctx context.Context, userID, id string, limit int)
 		return nil, findErr(err, "execution")
 	}
 	cur, err := s.col(colExecutionLogs).Find(ctx, bson.D{{Key: "executionId", Value: id}},
-		options.Find().SetSort(bson.D{{Key: "at", Value: 1}, {Key: "_id", Value: 1}}).SetLimit(int64(clampWork(limit))))
+		options.Find().SetSort(bson.D{{Key: "at", Value: 1}, {Key: "_id", Value: 1}}).SetLimit(int64(persistence.WorkLimit(limit))))
 	if err != nil {
 		return nil, internal(err)
 	}
@@ -636,16 +636,4 @@ func (s *Store) ExecutionLogs(ctx context.Context, userID, id string, limit int)
 		logs[i] = persistence.NodeLog{NodeID: d.NodeID, At: d.At, Level: d.Level, Message: d.Message}
 	}
 	return logs, nil
-}
-
-// clampWork bounds the engine's work lists and log reads: 100 by default,
-// at most 1000.
-func clampWork(n int) int {
-	switch {
-	case n <= 0:
-		return 100
-	case n > 1000:
-		return 1000
-	}
-	return n
 }

@@ -189,19 +189,6 @@ func findErr(err error, what string) error {
 	return internal(err)
 }
 
-// clampLimit applies the listing bounds: 20 by default, 1 to 100.
-func clampLimit(n int) int {
-	switch {
-	case n == 0:
-		return 20
-	case n < 1:
-		return 1
-	case n > 100:
-		return 100
-	}
-	return n
-}
-
 // findPage runs the query of one page, which asks for limit+1 documents so
 // that it knows whether there is a next page, and returns the page and the
 // cursor of the next ("" when none).

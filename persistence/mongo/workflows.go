@@ -235,7 +235,7 @@ func (s *Store) DeleteWorkflow(ctx context.Context, userID, id string) error {
 // are rolled forward, and dropped if that shows them deleted (the page is
 // then shorter, but the cursor is still right).
 func (s *Store) ListWorkflows(ctx context.Context, userID string, p persistence.Page) ([]persistence.Workflow, string, error) {
-	limit := clampLimit(p.Limit)
+	limit := persistence.PageLimit(p.Limit)
 	filter := bson.D{{Key: "userId", Value: userID}, {Key: "deleted", Value: false}}
 	if p.Cursor != "" {
 		filter = append(filter, bson.E{Key: "_id", Value: bson.D{{Key: "$lt", Value: p.Cursor}}})

@@ -290,7 +290,7 @@ func (r *execRow) execution() (*persistence.Execution, error) {
 // The query names only the filters in use, so SQLite picks the index that
 // matches them.
 func (s *Store) ListExecutions(ctx context.Context, userID string, f persistence.ExecutionFilter, p persistence.Page) ([]persistence.Execution, string, error) {
-	limit := clampLimit(p.Limit)
+	limit := persistence.PageLimit(p.Limit)
 	var q strings.Builder
 	q.WriteString(`SELECT ` + executionColumns + ` FROM executions e WHERE e.user_id = ?`)
 	args := []any{userID}
@@ -325,7 +325,7 @@ func (s *Store) ListExecutions(ctx context.Context, userID string, f persistence
 func (s *Store) UnfinishedExecutions(ctx context.Context, before time.Time, limit int) ([]persistence.Execution, error) {
 	return s.executions(ctx, `SELECT `+executionColumns+` FROM executions e
 		WHERE e.status IN ('queued', 'running') AND e.created_at < ?
-		ORDER BY e.created_at, e.id LIMIT ?`, toMillis(before), clampWork(limit))
+		ORDER BY e.created_at, e.id LIMIT ?`, toMillis(before), persistence.WorkLimit(limit))
 }
 
 // executions runs a listing query on the read pool.
@@ -364,7 +364,7 @@ func (s *Store) ExecutionLogs(ctx context.Context, userID, id string, limit int)
 		SELECT * FROM (SELECT 1, node_id, at, level, message FROM execution_logs
 			WHERE execution_id = ? AND EXISTS (SELECT 1 FROM executions WHERE id = ? AND user_id = ?)
 			ORDER BY at, seq LIMIT ?)`,
-		id, userID, id, id, userID, clampWork(limit))
+		id, userID, id, id, userID, persistence.WorkLimit(limit))
 	if err != nil {
 		return nil, internal(err)
 	}
@@ -536,15 +536,3 @@ func timePtr(v sql.NullInt64) *time.Time {
 
 // millisPtr is *t at the stored precision, in UTC.
 var millisPtr = persistence.Millis
-
-// clampWork bounds the engine's work lists and log reads: 100 by default,
-// at most 1000.
-func clampWork(n int) int {
-	switch {
-	case n <= 0:
-		return 100
-	case n > 1000:
-		return 1000
-	}
-	return n
-}

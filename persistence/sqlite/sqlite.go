@@ -161,16 +161,3 @@ func notFound(err error, what string) error {
 	}
 	return internal(err)
 }
-
-// clampLimit applies the listing bounds: 20 by default, 1 to 100.
-func clampLimit(n int) int {
-	switch {
-	case n == 0:
-		return 20
-	case n < 1:
-		return 1
-	case n > 100:
-		return 100
-	}
-	return n
-}

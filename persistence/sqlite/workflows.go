@@ -113,7 +113,7 @@ func (s *Store) UpdateWorkflow(ctx context.Context, w *persistence.Workflow) err
 // ListWorkflows pages through live workflows by id, newest first. It asks
 // for one row more than the page to learn whether another page exists.
 func (s *Store) ListWorkflows(ctx context.Context, userID string, p persistence.Page) ([]persistence.Workflow, string, error) {
-	limit := clampLimit(p.Limit)
+	limit := persistence.PageLimit(p.Limit)
 	rows, err := s.read.QueryContext(ctx, workflowSelect+
 		`AND v.version = w.version
 		 WHERE w.user_id = ? AND w.deleted = 0 AND (? = '' OR w.id < ?)
