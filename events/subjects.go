@@ -37,7 +37,6 @@ const (
 	HeaderAPIKey        = "Weft-Api-Key"
 	HeaderAuthorization = "Authorization"
 	HeaderReason        = "Weft-Reason"
-	HeaderReplyTo       = "Weft-Reply-To"
 )
 
 // Event kinds: the last token of an event subject.

@@ -348,8 +348,14 @@ func (s *Server) loadView(ctx context.Context, userID, id string) (workers.Execu
 	if err != nil {
 		return workers.ExecutionView{}, nil, err
 	}
+	return s.view(ctx, ex), ex, nil
+}
+
+// view is an execution in its API shape, its pending nodes listed too,
+// from its workflow version.
+func (s *Server) view(ctx context.Context, ex *persistence.Execution) workers.ExecutionView {
 	var types map[string]string
-	if w, err := s.deps.Store.GetWorkflowVersion(ctx, userID, ex.WorkflowID, ex.WorkflowVersion); err == nil {
+	if w, err := s.deps.Store.GetWorkflowVersion(ctx, ex.UserID, ex.WorkflowID, ex.WorkflowVersion); err == nil {
 		if g, err := s.deps.Graphs.Graph(ctx, w); err == nil {
 			types = make(map[string]string, len(g.Nodes))
 			for nid, n := range g.Nodes {
@@ -357,7 +363,7 @@ func (s *Server) loadView(ctx context.Context, userID, id string) (workers.Execu
 			}
 		}
 	}
-	return workers.View(ex, types), ex, nil
+	return workers.View(ex, types)
 }
 
 func (s *Server) listExecutions(c *fiber.Ctx) error {
@@ -396,11 +402,7 @@ func (s *Server) cancelExecution(c *fiber.Ctx) error {
 	upd := persistence.ExecutionUpdate{ID: ex.ID, Nodes: map[string]*persistence.NodeState{},
 		Finish: &persistence.Finish{Status: persistence.StatusCancelled, At: now}, Reload: true}
 	var changed []events.NodeEvent
-	view, _, err := s.loadView(ctx, p.UserID, ex.ID)
-	if err != nil {
-		return err
-	}
-	for nid, n := range view.Nodes {
+	for nid, n := range s.view(ctx, ex).Nodes {
 		if !persistence.Terminal(n.Status) {
 			upd.Nodes[nid] = &persistence.NodeState{Type: n.Type, Status: persistence.StatusCancelled}
 			changed = append(changed, events.NodeEvent{ID: nid, Type: n.Type, Status: persistence.StatusCancelled})

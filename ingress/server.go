@@ -164,12 +164,6 @@ func proxyHeader(trusted []string) string {
 	return ""
 }
 
-// Auth returns the credential service.
-func (s *Server) Auth() *Auth { return s.auth }
-
-// App returns the Fiber app, for tests that call it without a socket.
-func (s *Server) App() *fiber.App { return s.app }
-
 // Serve answers requests on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error { return s.app.Listener(ln) }
 
