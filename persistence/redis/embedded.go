@@ -1,8 +1,10 @@
 package redis
 
 import (
+	"reflect"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/alicebob/miniredis/v2"
 )
@@ -32,6 +34,7 @@ func StartEmbedded(addr string) (*Embedded, error) {
 		// Every tick visits every key with a TTL, so not too often.
 		t := time.NewTicker(500 * time.Millisecond)
 		defer t.Stop()
+		pruned := last
 		for {
 			select {
 			case <-e.stop:
@@ -40,10 +43,61 @@ func StartEmbedded(addr string) (*Embedded, error) {
 				m.SetTime(now)
 				m.FastForward(now.Sub(last))
 				last = now
+				if now.Sub(pruned) >= pruneEvery {
+					forgetDeletedKeys(m)
+					pruned = now
+				}
 			}
 		}
 	}()
 	return e, nil
+}
+
+// pruneEvery is how often the versions of deleted keys are forgotten.
+const pruneEvery = 10 * time.Second
+
+// forgetDeletedKeys bounds the embedded server's memory. miniredis keeps a
+// version of every key it ever held, for WATCH, and never forgets one: a
+// server that sees a stream of short-lived keys (a dashboard phase or a
+// cached status per execution) grows by about 100 bytes per key for as
+// long as it runs. Weft never uses WATCH, so the versions of keys that no
+// longer exist can go. miniredis offers no way to do that; it is done
+// under the server's own lock through reflection on its unexported
+// fields. It reports false, and does nothing, if a miniredis release
+// renames them (TestEmbeddedForgetsDeletedKeys then fails).
+func forgetDeletedKeys(m *miniredis.Miniredis) bool {
+	m.Lock()
+	defer m.Unlock()
+	dbs := reflect.ValueOf(m).Elem().FieldByName("dbs")
+	if !dbs.IsValid() || dbs.Kind() != reflect.Map {
+		return false
+	}
+	for it := dbs.MapRange(); it.Next(); {
+		db := it.Value()
+		if db.Kind() != reflect.Pointer || db.IsNil() {
+			return false
+		}
+		keys, ok := mapField[string](db.Elem(), "keys")
+		versions, ok2 := mapField[uint](db.Elem(), "keyVersion")
+		if !ok || !ok2 {
+			return false
+		}
+		for k := range versions {
+			if _, live := keys[k]; !live {
+				delete(versions, k)
+			}
+		}
+	}
+	return true
+}
+
+// mapField reads the map[string]V field name of the struct v.
+func mapField[V any](v reflect.Value, name string) (map[string]V, bool) {
+	f := v.FieldByName(name)
+	if !f.IsValid() || f.Type() != reflect.TypeFor[map[string]V]() || !f.CanAddr() {
+		return nil, false
+	}
+	return *(*map[string]V)(unsafe.Pointer(f.UnsafeAddr())), true
 }
 
 // URL is the redis:// URL clients use.
