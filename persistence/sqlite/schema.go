@@ -117,6 +117,33 @@ CREATE TABLE execution_logs (
 ) STRICT;
 CREATE INDEX execution_logs_execution ON execution_logs (execution_id, at, seq);
 `,
+	// 3: the DATABASE node's per-user data space. A document is one row of
+	// JSON keyed by its owner, collection and _id; insert_key is the
+	// idempotency key of the insert that stored it, so a redelivered insert
+	// can tell its own document from another's. data_writes keeps each
+	// write's result by (user, idempotency key), written in the same
+	// transaction as the write, so a redelivery returns it instead of
+	// applying the write again. Not WITHOUT ROWID: documents may be large.
+	`
+CREATE TABLE data_documents (
+	user_id    TEXT NOT NULL,
+	collection TEXT NOT NULL,
+	id         TEXT NOT NULL,
+	doc        TEXT NOT NULL,
+	insert_key TEXT NOT NULL DEFAULT '',
+	PRIMARY KEY (user_id, collection, id)
+) STRICT;
+
+CREATE TABLE data_writes (
+	user_id TEXT NOT NULL,
+	op_key  TEXT NOT NULL,
+	result  TEXT NOT NULL,
+	at      INTEGER NOT NULL,
+	PRIMARY KEY (user_id, op_key)
+) STRICT;
+-- Old results are pruned by age.
+CREATE INDEX data_writes_at ON data_writes (at);
+`,
 }
 
 // migrate brings the schema up to date in one transaction, so a failed

@@ -36,7 +36,7 @@ func Run(t *testing.T, open func(t *testing.T) persistence.Store) {
 		{"WorkflowsOtherUser", testWorkflowsOtherUser},
 		{"WorkflowsDelete", testWorkflowsDelete},
 		{"WorkflowsConcurrentUpdate", testWorkflowsConcurrentUpdate},
-	}, executionCases...) {
+	}, append(executionCases, dataCases...)...) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			tc.fn(t, setup(t, open))
