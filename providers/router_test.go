@@ -133,7 +133,11 @@ func TestLongRetryAfterGoesToBackup(t *testing.T) {
 
 func TestRetriesStayInsideTheDeadline(t *testing.T) {
 	t.Parallel()
-	b := setup(t, func(c *Config) { c.MaxAttempts = 100; c.RetryInitial = 50 * time.Millisecond; c.RetryMax = 100 * time.Millisecond })
+	b := setup(t, func(c *Config) {
+		c.MaxAttempts = 100
+		c.RetryInitial = 50 * time.Millisecond
+		c.RetryMax = 100 * time.Millisecond
+	})
 	b.fakes[Gemini].set(func(f *fake) { f.mode = modeDown })
 	b.fakes[Qwen].set(func(f *fake) { f.mode = modeDown })
 	start := time.Now()
