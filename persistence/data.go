@@ -28,7 +28,13 @@ import (
 //     (false < true); strings compare by their UTF-8 bytes.
 //   - {"f": null} (and $in holding null) matches a null value and a missing
 //     field alike; $ne, $nin and $not match exactly the documents the
-//     positive condition does not, missing fields included.
+//     positive condition does not, missing fields included. Through an
+//     array, {"a.b": null} matches when some b is null or no object of a
+//     has a b (MongoDB also matches when just one object lacks it; FerretDB
+//     and the embedded store do not).
+//   - An object compared by equality matches the value itself or an element
+//     of an array value, on every adapter (FerretDB v1 would compare only
+//     the whole value; the mongo adapter spells the element case out).
 //   - Objects are equal when they have the same fields in the same key order;
 //     stored objects keep their keys sorted, so equality is by content.
 //   - Without a sort, results come in _id order. sort orders by type first

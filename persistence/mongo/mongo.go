@@ -96,6 +96,9 @@ func (s *Store) createIndexes(ctx context.Context) error {
 		},
 		colExecutionNodes: {index("execution", false, bson.D{{Key: "executionId", Value: 1}})},
 		colExecutionLogs:  {index("execution_at", false, bson.D{{Key: "executionId", Value: 1}, {Key: "at", Value: 1}, {Key: "_id", Value: 1}})},
+		// The data space: a user's collection, in _id order (data.go).
+		colData:       {index("owner_collection_id", false, bson.D{{Key: "u", Value: 1}, {Key: "c", Value: 1}, {Key: "doc._id", Value: 1}})},
+		colDataWrites: {index("at", false, bson.D{{Key: "at", Value: 1}})},
 	} {
 		missing, err := s.missingIndexes(ctx, col, specs)
 		if err != nil {
