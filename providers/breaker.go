@@ -35,7 +35,7 @@ var errCircuitOpen = errors.New("circuit open")
 // Redis fails, each process falls back to its own breaker.
 type breaker struct {
 	cb                            *gobreaker.TwoStepCircuitBreaker[struct{}]
-	rdb                           goredis.UniversalClient
+	redis                         *redisGate
 	openKey, trippedKey, probeKey string
 	openFor, cacheFor             time.Duration
 	probeFor                      time.Duration
@@ -47,9 +47,9 @@ type breaker struct {
 	readOnce bool
 }
 
-func newBreaker(name string, cfg BreakerConfig, probeFor time.Duration, rdb goredis.UniversalClient, prefix string, now func() time.Time) *breaker {
+func newBreaker(name string, cfg BreakerConfig, probeFor time.Duration, redis *redisGate, prefix string, now func() time.Time) *breaker {
 	b := &breaker{
-		rdb:        rdb,
+		redis:      redis,
 		openKey:    prefix + "ai:cb:" + name + ":open",
 		trippedKey: prefix + "ai:cb:" + name + ":tripped",
 		probeKey:   prefix + "ai:cb:" + name + ":probe",
@@ -73,7 +73,8 @@ func newBreaker(name string, cfg BreakerConfig, probeFor time.Duration, rdb gore
 
 // sharedState reads the shared state, from cache when it is fresh.
 func (b *breaker) sharedState(ctx context.Context) string {
-	if b.rdb == nil {
+	rdb := b.redis.client()
+	if rdb == nil {
 		return CircuitClosed
 	}
 	now := b.now()
@@ -86,11 +87,12 @@ func (b *breaker) sharedState(ctx context.Context) string {
 	b.mu.Unlock()
 
 	var open, tripped *goredis.IntCmd
-	_, err := b.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+	_, err := rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		open = p.Exists(ctx, b.openKey)
 		tripped = p.Exists(ctx, b.trippedKey)
 		return nil
 	})
+	b.redis.check(err)
 	s := CircuitClosed
 	switch {
 	case err != nil:
@@ -120,7 +122,12 @@ func (b *breaker) allow(ctx context.Context) (done func(failure error), err erro
 	case CircuitOpen:
 		return nil, errCircuitOpen
 	case CircuitHalfOpen:
-		ok, err := b.rdb.SetNX(ctx, b.probeKey, "1", b.probeFor).Result()
+		rdb := b.redis.client()
+		if rdb == nil {
+			break // Redis just went away: this process's breaker decides
+		}
+		ok, err := rdb.SetNX(ctx, b.probeKey, "1", b.probeFor).Result()
+		b.redis.check(err)
 		if err == nil && !ok {
 			return nil, errCircuitOpen // another process is probing
 		}
@@ -129,7 +136,7 @@ func (b *breaker) allow(ctx context.Context) (done func(failure error), err erro
 	localDone, err := b.cb.Allow()
 	if err != nil {
 		if probe {
-			_ = b.rdb.Del(ctx, b.probeKey).Err()
+			b.redis.check(b.redis.rdb.Del(ctx, b.probeKey).Err())
 		}
 		return nil, errCircuitOpen
 	}
@@ -144,21 +151,24 @@ func (b *breaker) allow(ctx context.Context) (done func(failure error), err erro
 		case counted && (probe || b.cb.State() == gobreaker.StateOpen):
 			b.publishOpen(wctx)
 		case probe && failure == nil:
-			if b.rdb.Del(wctx, b.trippedKey, b.probeKey).Err() == nil {
+			err := b.redis.rdb.Del(wctx, b.trippedKey, b.probeKey).Err()
+			b.redis.check(err)
+			if err == nil {
 				b.remember(CircuitClosed)
 			}
 		case probe:
-			_ = b.rdb.Del(wctx, b.probeKey).Err()
+			b.redis.check(b.redis.rdb.Del(wctx, b.probeKey).Err())
 		}
 	}, nil
 }
 
 // publishOpen opens the circuit for every process.
 func (b *breaker) publishOpen(ctx context.Context) {
-	if b.rdb == nil {
+	rdb := b.redis.client()
+	if rdb == nil {
 		return
 	}
-	_, err := b.rdb.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+	_, err := rdb.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 		p.Set(ctx, b.openKey, b.now().UTC().Format(time.RFC3339Nano), b.openFor)
 		// Half-open lasts until a probe succeeds, but not forever: a
 		// provider nobody calls any more is closed again after a while.
@@ -166,6 +176,7 @@ func (b *breaker) publishOpen(ctx context.Context) {
 		p.Del(ctx, b.probeKey)
 		return nil
 	})
+	b.redis.check(err)
 	if err == nil {
 		b.remember(CircuitOpen)
 	}

@@ -134,7 +134,7 @@ type Options struct {
 type Router struct {
 	cfg       Config
 	log       *slog.Logger
-	rdb       goredis.UniversalClient
+	redis     *redisGate
 	now       func() time.Time
 	providers map[string]*provider
 	ledger    *ledger
@@ -157,7 +157,7 @@ func New(cfg Config, opts Options) (*Router, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	r := &Router{cfg: cfg, log: opts.Logger, rdb: opts.Redis, now: opts.Now, providers: map[string]*provider{}}
+	r := &Router{cfg: cfg, log: opts.Logger, now: opts.Now, providers: map[string]*provider{}}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
@@ -173,8 +173,9 @@ func New(cfg Config, opts Options) (*Router, error) {
 		base = t
 	}
 	r.transport = base
+	r.redis = &redisGate{rdb: opts.Redis, now: r.now}
 	hc := &http.Client{Transport: &metaTransport{base: base, now: r.now}}
-	r.ledger = &ledger{rdb: opts.Redis, prefix: cfg.KeyPrefix, window: cfg.LatencyWindow, retention: cfg.UsageRetention, now: r.now}
+	r.ledger = &ledger{redis: r.redis, prefix: cfg.KeyPrefix, window: cfg.LatencyWindow, retention: cfg.UsageRetention, now: r.now}
 	for _, name := range Names {
 		pc, ok := cfg.Providers[name]
 		p := &provider{name: name, cfg: pc, configured: ok && pc.APIKey != ""}
@@ -193,7 +194,7 @@ func New(cfg Config, opts Options) (*Router, error) {
 				p.be = chat
 			}
 		}
-		p.br = newBreaker(name, cfg.Breaker, cfg.AttemptTimeout+5*time.Second, opts.Redis, cfg.KeyPrefix, r.now)
+		p.br = newBreaker(name, cfg.Breaker, cfg.AttemptTimeout+5*time.Second, r.redis, cfg.KeyPrefix, r.now)
 		r.providers[name] = p
 	}
 	return r, nil
@@ -254,7 +255,7 @@ func (r *Router) Complete(ctx context.Context, req Request) (*Result, error) {
 	}
 
 	cacheKey := ""
-	if req.Cache && r.rdb != nil {
+	if req.Cache && r.redis.rdb != nil {
 		cacheKey = r.cacheKey(req)
 		if res := r.cached(ctx, cacheKey); res != nil {
 			res.Cached, res.Usage, res.Attempts = true, Usage{}, nil
@@ -481,8 +482,12 @@ func (r *Router) cacheKey(req Request) string {
 }
 
 func (r *Router) cached(ctx context.Context, key string) *Result {
-	raw, err := r.rdb.Get(ctx, key).Bytes()
-	if err != nil {
+	rdb := r.redis.client()
+	if rdb == nil {
+		return nil
+	}
+	raw, err := rdb.Get(ctx, key).Bytes()
+	if r.redis.check(err); err != nil {
 		return nil
 	}
 	var res Result
@@ -499,7 +504,12 @@ func (r *Router) store(ctx context.Context, key string, res *Result) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
-	if err := r.rdb.Set(ctx, key, raw, r.cfg.CacheTTL).Err(); err != nil {
+	rdb := r.redis.client()
+	if rdb == nil {
+		return
+	}
+	if err := rdb.Set(ctx, key, raw, r.cfg.CacheTTL).Err(); err != nil {
+		r.redis.check(err)
 		r.log.Warn("AI cache write failed", "error", err)
 	}
 }

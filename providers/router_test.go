@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	weftredis "github.com/weftdev/weft/persistence/redis"
 )
 
 func requireCode(t *testing.T, err error, code string) *Error {
@@ -537,4 +539,30 @@ func TestSecretsStayHidden(t *testing.T) {
 	require.NotContains(t, dump, "0123456789")
 	require.True(t, errors.Is(err, err))
 	require.False(t, strings.Contains(fmt.Sprint(b.cfg.Providers[Gemini].APIKey), "key"))
+}
+
+// TestRedisDownStillAnswers: quotas, figures and shared circuits are lost
+// for the moment, but AI keeps working.
+func TestRedisDownStillAnswers(t *testing.T) {
+	t.Parallel()
+	e, err := weftredis.StartEmbedded("127.0.0.1:0")
+	require.NoError(t, err)
+	rdb, err := weftredis.Connect(context.Background(), e.URL())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = rdb.Close() })
+	f := newFake(t)
+	cfg := testConfig("x:")
+	p := cfg.Providers[Groq]
+	p.BaseURL, p.APIKey, p.DailyRequests = f.srv.URL+"/v1", "k-groq-123456", 1
+	cfg.Providers[Groq] = p
+	r, err := New(cfg, Options{Redis: rdb})
+	require.NoError(t, err)
+	t.Cleanup(r.Close)
+	e.Close()
+	for range 2 {
+		res, err := r.Complete(ctxTimeout(t, 10*time.Second), Request{TaskType: TaskQuickDecision, Prompt: "hi", Cache: true, UserID: "u"})
+		require.NoError(t, err)
+		require.Equal(t, Groq, res.Provider)
+	}
+	require.Equal(t, CircuitClosed, r.Status(context.Background()).Providers[1].Circuit)
 }

@@ -19,7 +19,7 @@ import (
 // or rate limited; tokens are added once the answer tells how many. Keys
 // are named by UTC day and expire after 24 h.
 type ledger struct {
-	rdb       goredis.UniversalClient
+	redis     *redisGate
 	prefix    string
 	window    int
 	retention time.Duration
@@ -52,26 +52,27 @@ var errOverQuota = errors.New("over quota")
 // budget, and losing the count for a moment is better than losing AI.
 func (l *ledger) reserve(ctx context.Context, provider string, cfg ProviderConfig) (release func(), err error) {
 	noop := func() {}
-	if l.rdb == nil {
+	rdb := l.redis.client()
+	if rdb == nil {
 		return noop, nil
 	}
 	day := l.day()
 	reqKey, tokKey := l.quotaKey(provider, day, "requests"), l.quotaKey(provider, day, "tokens")
 	var n *goredis.IntCmd
 	var tok *goredis.StringCmd
-	_, err = l.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+	_, err = rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		n = p.Incr(ctx, reqKey)
 		p.Expire(ctx, reqKey, dayTTL)
 		tok = p.Get(ctx, tokKey)
 		return nil
 	})
-	if err != nil && !errors.Is(err, goredis.Nil) {
+	if l.redis.check(err); err != nil && !errors.Is(err, goredis.Nil) {
 		return noop, nil
 	}
 	release = func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
-		_ = l.rdb.Decr(rctx, reqKey).Err()
+		l.redis.check(rdb.Decr(rctx, reqKey).Err())
 	}
 	tokens, _ := strconv.ParseInt(tok.Val(), 10, 64)
 	if (cfg.DailyRequests > 0 && n.Val() > cfg.DailyRequests) || (cfg.DailyTokens > 0 && tokens >= cfg.DailyTokens) {
@@ -93,14 +94,15 @@ type outcome struct {
 // record adds a call's figures in one round trip. It runs after the call,
 // on a context of its own, so a caller's deadline never loses the count.
 func (l *ledger) record(ctx context.Context, o outcome) {
-	if l.rdb == nil {
+	rdb := l.redis.client()
+	if rdb == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
 	day := l.day()
 	stats := l.statsKey(o.provider, day)
-	_, _ = l.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+	_, err := rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		p.HIncrBy(ctx, stats, "calls", 1)
 		if o.failed {
 			p.HIncrBy(ctx, stats, "failures", 1)
@@ -131,6 +133,7 @@ func (l *ledger) record(ctx context.Context, o outcome) {
 		}
 		return nil
 	})
+	l.redis.check(err)
 }
 
 // providerFigures are one provider's shared figures for the dashboard.
@@ -144,7 +147,8 @@ type providerFigures struct {
 // figures reads every provider's figures in one round trip.
 func (l *ledger) figures(ctx context.Context, names []string) map[string]providerFigures {
 	out := map[string]providerFigures{}
-	if l.rdb == nil {
+	rdb := l.redis.client()
+	if rdb == nil {
 		return out
 	}
 	day := l.day()
@@ -154,7 +158,7 @@ func (l *ledger) figures(ctx context.Context, names []string) map[string]provide
 		lat      *goredis.StringSliceCmd
 	}
 	all := map[string]cmds{}
-	_, _ = l.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+	_, err := rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		for _, n := range names {
 			all[n] = cmds{
 				stats: p.HMGet(ctx, l.statsKey(n, day), "calls", "failures"),
@@ -165,6 +169,9 @@ func (l *ledger) figures(ctx context.Context, names []string) map[string]provide
 		}
 		return nil
 	})
+	if l.redis.check(err); err != nil && !errors.Is(err, goredis.Nil) {
+		return out
+	}
 	for n, c := range all {
 		var f providerFigures
 		if vals, err := c.stats.Result(); err == nil && len(vals) == 2 {
@@ -222,10 +229,14 @@ type ProviderUsage struct {
 func (l *ledger) userUsage(ctx context.Context, userID string, t time.Time) (UserUsage, error) {
 	day := t.UTC().Format("20060102")
 	out := UserUsage{Day: t.UTC().Format(time.DateOnly), Providers: map[string]ProviderUsage{}}
-	if l.rdb == nil {
-		return out, nil
+	if l.redis.rdb == nil {
+		return out, nil // no Redis configured: nothing was recorded
 	}
-	m, err := l.rdb.HGetAll(ctx, l.usageKey(userID, day)).Result()
+	rdb := l.redis.client()
+	if rdb == nil {
+		return out, errors.New("redis is not reachable")
+	}
+	m, err := rdb.HGetAll(ctx, l.usageKey(userID, day)).Result()
 	if err != nil {
 		return out, err
 	}
