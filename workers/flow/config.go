@@ -364,7 +364,7 @@ func (c *configChecker) database(path string, cfg map[string]any) {
 	}
 	if v, ok := cfg["collection"]; !ok {
 		c.add(at(path, "collection"), "is required")
-	} else if s, ok := c.str(at(path, "collection"), v); ok && !collectionPattern.MatchString(s) {
+	} else if s, ok := c.str(at(path, "collection"), v); ok && !HasTemplate(s) && !collectionPattern.MatchString(s) {
 		c.add(at(path, "collection"), "must start with a letter and hold at most 64 letters, digits and underscores")
 	}
 	if op != "" {
@@ -408,23 +408,51 @@ func (c *configChecker) database(path string, cfg map[string]any) {
 			}
 		}
 	}
-	if v, ok := cfg["filter"]; ok {
+	// filter, update, sort, limit and projection may each be one {{ expr }}
+	// computed upstream; the node checks what it renders to.
+	if v, ok := cfg["filter"]; ok && !c.loneTemplate(v) {
 		if m, ok := c.object(at(path, "filter"), v); ok {
 			c.filter(at(path, "filter"), m)
 		}
 	}
-	if v, ok := cfg["update"]; ok {
+	if v, ok := cfg["update"]; ok && !c.loneTemplate(v) {
 		c.update(at(path, "update"), v)
 	}
-	if v, ok := cfg["sort"]; ok {
-		c.fieldMap(at(path, "sort"), v, -1, 1, "must be 1 (ascending) or -1 (descending)")
+	if v, ok := cfg["sort"]; ok && !c.loneTemplate(v) {
+		c.sort(at(path, "sort"), v)
 	}
-	if v, ok := cfg["limit"]; ok {
+	if v, ok := cfg["limit"]; ok && !c.loneTemplate(v) {
 		c.intIn(at(path, "limit"), v, 1, MaxDatabaseLimit)
 	}
-	if v, ok := cfg["projection"]; ok {
+	if v, ok := cfg["projection"]; ok && !c.loneTemplate(v) {
 		c.fieldMap(at(path, "projection"), v, 0, 1, "must be 1 (include) or 0 (exclude)")
 	}
+}
+
+// sort checks a sort: {"field": 1|-1} with one field, or a list of such objects in priority order. An object
+// with several fields is refused because JSON decoding keeps no key order, so its priority would be a guess.
+func (c *configChecker) sort(path string, v any) {
+	if list, ok := v.([]any); ok {
+		if len(list) == 0 {
+			c.add(path, "must name at least one field")
+		}
+		for i, e := range list {
+			p := index(path, i)
+			if m, ok := c.object(p, e); ok {
+				if len(m) != 1 {
+					c.add(p, "must be an object with exactly one field, as in {\"createdAt\": -1}")
+					continue
+				}
+				c.fieldMap(p, m, -1, 1, "must be 1 (ascending) or -1 (descending)")
+			}
+		}
+		return
+	}
+	if m, ok := v.(map[string]any); ok && len(m) > 1 {
+		c.add(path, "sorts by several fields must be a list in priority order, as in [{\"a\": 1}, {\"b\": -1}]")
+		return
+	}
+	c.fieldMap(path, v, -1, 1, "must be 1 (ascending) or -1 (descending)")
 }
 
 // loneTemplate reports whether v is a string that is exactly one {{ expr }}, which may stand for a whole
@@ -456,6 +484,10 @@ func (c *configChecker) noOperatorKeys(path string, v any) {
 		for _, k := range sortedKeys(x) {
 			if strings.HasPrefix(k, "$") {
 				c.add(at(path, k), "field names must not start with $")
+				continue
+			}
+			if k == "" || strings.ContainsAny(k, ".\"\\") {
+				c.add(at(path, k), "field names must be non-empty and hold no '.', '\"' or '\\'")
 				continue
 			}
 			c.noOperatorKeys(at(path, k), x[k])
@@ -549,9 +581,18 @@ func (c *configChecker) fieldName(path, name string) bool {
 		c.add(path, "field names must not start with $")
 		return false
 	}
-	if slices.Contains(strings.Split(name, "."), "") {
-		c.add(path, "field paths must not have empty segments")
-		return false
+	for _, seg := range strings.Split(name, ".") {
+		switch {
+		case seg == "":
+			c.add(path, "field paths must not have empty segments")
+			return false
+		case strings.Trim(seg, "0123456789") == "":
+			c.add(path, "array indexes are not supported in field paths")
+			return false
+		case strings.ContainsAny(seg, "\"\\"):
+			c.add(path, "field paths must not hold '\"' or '\\'")
+			return false
+		}
 	}
 	return true
 }
