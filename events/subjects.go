@@ -37,6 +37,9 @@ const (
 	HeaderAPIKey        = "Weft-Api-Key"
 	HeaderAuthorization = "Authorization"
 	HeaderReason        = "Weft-Reason"
+	// HeaderSignature marks a submission as an Admission signed by the
+	// ingress (see SignAdmission).
+	HeaderSignature = "Weft-Signature"
 )
 
 // Event kinds: the last token of an event subject.

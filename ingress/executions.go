@@ -169,14 +169,7 @@ func (s *Server) submit(ctx context.Context, p *Principal, body submitBody, exec
 		return s.await(ctx, stored, done, wait)
 	}
 	s.queuedLater(ex)
-	msg := nats.NewMsg(events.SubjectSubmit)
-	msg.Data, _ = json.Marshal(events.SubmitRequest{WorkflowID: w.ID, ExecutionID: ex.ID})
-	msg.Header.Set(events.HeaderMsgID, ex.ID)
-	// No credential travels with it: secrets are not kept in a stream. The
-	// record this process wrote after authenticating the caller is what
-	// lets the starter run it; a message without a credential can only
-	// resume an execution so recorded, never create one.
-	if _, err := s.deps.JS.PublishMsg(ctx, msg); err != nil {
+	if _, err := s.deps.JS.PublishMsg(ctx, s.submission(stored)); err != nil {
 		// Recorded but not published: the reconciler publishes it later.
 		s.deps.Log.Warn("submission recorded but not published; the reconciler will", "execution", ex.ID, "err", err)
 		return &submitted{ex: stored}, nil
@@ -185,6 +178,25 @@ func (s *Server) submit(ctx context.Context, p *Principal, body submitBody, exec
 		return &submitted{ex: stored}, nil
 	}
 	return s.await(ctx, stored, done, wait)
+}
+
+// submission is the message that hands a recorded execution to the
+// starter. No credential travels with it: secrets are not kept in a
+// stream. The record this process wrote after authenticating the caller
+// is what lets the starter run it; a message without a credential can
+// only resume an execution so recorded, never create one. Signed, it
+// carries the record itself, and the starter spares the store a read.
+func (s *Server) submission(ex *persistence.Execution) *nats.Msg {
+	msg := nats.NewMsg(events.SubjectSubmit)
+	msg.Header.Set(events.HeaderMsgID, ex.ID)
+	if len(s.deps.SubmitKey) > 0 && len(ex.Inputs) <= events.MaxAdmissionInputs {
+		msg.Data, _ = json.Marshal(events.Admission{ExecutionID: ex.ID, WorkflowID: ex.WorkflowID,
+			WorkflowVersion: ex.WorkflowVersion, UserID: ex.UserID, CreatedAt: ex.CreatedAt, Inputs: ex.Inputs})
+		msg.Header.Set(events.HeaderSignature, events.SignAdmission(s.deps.SubmitKey, msg.Data))
+		return msg
+	}
+	msg.Data, _ = json.Marshal(events.SubmitRequest{WorkflowID: ex.WorkflowID, ExecutionID: ex.ID})
+	return msg
 }
 
 // queuedAfter is how long an execution may wait for a starter before it is

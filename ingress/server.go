@@ -78,6 +78,10 @@ type Deps struct {
 	Checks    []Check
 	Log       *slog.Logger
 	Registry  *prometheus.Registry
+	// SubmitKey signs the submissions this process hands to the starter
+	// (events.SubmissionKey of the shared secret); without it they go
+	// unsigned and the starter reads each execution from the store.
+	SubmitKey []byte
 	Now       func() time.Time
 }
 

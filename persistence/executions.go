@@ -122,6 +122,10 @@ type ApplyResult struct {
 	// exactly one of two racing finishers (say, completion and cancel)
 	// learns that it won.
 	Finished bool
+	// Ended is true when the execution was terminal before this update:
+	// the update wrote nothing (an ended execution's record is final), and
+	// its caller must announce and schedule nothing.
+	Ended bool
 	// Execution is the state after the update, when Reload was set.
 	Execution *Execution
 }

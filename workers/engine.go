@@ -46,8 +46,12 @@ type Config struct {
 	// looked for; ReconcileAfter is how old one must be. Defaults 30 s, 2 min.
 	ReconcileEvery time.Duration
 	ReconcileAfter time.Duration
-	Log            *slog.Logger
-	Now            func() time.Time
+	// SubmitKey verifies the submissions the ingress signs
+	// (events.SubmissionKey of the shared secret). Without it a signed
+	// submission is refused.
+	SubmitKey []byte
+	Log       *slog.Logger
+	Now       func() time.Time
 }
 
 // Engine runs executions.

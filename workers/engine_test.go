@@ -68,6 +68,7 @@ type bundle struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	store  *sqlite.Store
+	loads  *atomic.Int64 // LoadExecution calls the engine made
 	engine *workers.Engine
 	userID string
 	wf     *persistence.Workflow
@@ -111,10 +112,11 @@ func setup(t *testing.T, cfg workers.Config) *bundle {
 		return "", events.Errorf(events.CodeUnauthorized, "bad credential")
 	}
 	cfg.Settings.NodeTimeout = time.Second // tasks redelivered after 2 s
-	e, err := workers.New(cfg, nc, js, store, verify)
+	loads := new(atomic.Int64)
+	e, err := workers.New(cfg, nc, js, countingStore{store, loads}, verify)
 	require.NoError(t, err)
 	require.NoError(t, workers.EnsureStreams(ctx, js, cfg.Settings))
-	b := &bundle{nc: nc, js: js, store: store, engine: e, userID: u.ID, wf: wf, ends: make(chan events.Event, 1024)}
+	b := &bundle{nc: nc, js: js, store: store, loads: loads, engine: e, userID: u.ID, wf: wf, ends: make(chan events.Event, 1024)}
 	for _, kind := range []string{events.KindCompleted, events.KindFailed, events.KindCancelled} {
 		sub, err := nc.Subscribe(events.EventKindFilter(kind), func(m *nats.Msg) {
 			var ev events.Event
@@ -125,6 +127,17 @@ func setup(t *testing.T, cfg workers.Config) *bundle {
 		t.Cleanup(func() { _ = sub.Unsubscribe() })
 	}
 	return b
+}
+
+// countingStore counts the engine's LoadExecution calls.
+type countingStore struct {
+	*sqlite.Store
+	loads *atomic.Int64
+}
+
+func (c countingStore) LoadExecution(ctx context.Context, id string) (*persistence.Execution, error) {
+	c.loads.Add(1)
+	return c.Store.LoadExecution(ctx, id)
 }
 
 func (b *bundle) start(t *testing.T) {

@@ -37,6 +37,10 @@ func (e *Engine) handleSubmit(ctx context.Context, m jetstream.Msg) {
 		_ = m.Term()
 		return
 	}
+	if sig := m.Headers().Get(events.HeaderSignature); sig != "" {
+		e.handleAdmission(ctx, m, md, sig)
+		return
+	}
 	var req events.SubmitRequest
 	if err := decodeStrict(m.Data(), &req); err != nil {
 		e.reject(ctx, m, "", events.Invalid([]events.FieldError{{Path: "", Message: err.Error()}}))
@@ -65,6 +69,40 @@ func (e *Engine) handleSubmit(ctx context.Context, m jetstream.Msg) {
 		e.failMessage(ctx, m, md, id, err)
 		return
 	}
+	e.start(ctx, m, md, ex)
+}
+
+// handleAdmission starts an execution the ingress recorded and signed. A
+// first delivery runs from the message alone; should the execution have
+// been cancelled meanwhile, the store refuses the step's writes (see
+// ApplyResult.Ended). A redelivery may follow a crash anywhere, so it
+// starts from the store, the truth.
+func (e *Engine) handleAdmission(ctx context.Context, m jetstream.Msg, md *jetstream.MsgMetadata, sig string) {
+	if !events.VerifyAdmission(e.cfg.SubmitKey, m.Data(), sig) {
+		e.reject(ctx, m, "", events.Errorf(events.CodeUnauthorized, "the submission's signature is not valid"))
+		return
+	}
+	var ad events.Admission
+	if err := decodeStrict(m.Data(), &ad); err != nil || !validExecutionID.MatchString(ad.ExecutionID) {
+		e.reject(ctx, m, "", events.Errorf(events.CodeInvalid, "a signed submission this version cannot read"))
+		return
+	}
+	ex := &persistence.Execution{ID: ad.ExecutionID, UserID: ad.UserID, WorkflowID: ad.WorkflowID,
+		WorkflowVersion: ad.WorkflowVersion, Status: persistence.StatusQueued, Inputs: ad.Inputs, CreatedAt: ad.CreatedAt}
+	if md.NumDelivered > 1 {
+		var err error
+		if ex, err = e.store.LoadExecution(ctx, ad.ExecutionID); err != nil {
+			e.failMessage(ctx, m, md, ad.ExecutionID, err)
+			return
+		}
+	}
+	e.start(ctx, m, md, ex)
+}
+
+// start runs the first step of an accepted execution and acks its
+// submission once that step is durable.
+func (e *Engine) start(ctx context.Context, m jetstream.Msg, md *jetstream.MsgMetadata, ex *persistence.Execution) {
+	id := ex.ID
 	g, err := e.graph(ctx, ex.UserID, ex.WorkflowID, ex.WorkflowVersion)
 	if err != nil {
 		e.failMessage(ctx, m, md, id, err)

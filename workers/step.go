@@ -350,7 +350,7 @@ func (s *step) commit(ctx context.Context) (*persistence.Execution, error) {
 		futures = append(futures, f)
 		return nil
 	}
-	if (s.finished && !res.Finished) || (res.Execution != nil && persistence.Terminal(res.Execution.Status) && !res.Finished) {
+	if res.Ended || (s.finished && !res.Finished) || (res.Execution != nil && persistence.Terminal(res.Execution.Status) && !res.Finished) {
 		// Ended by someone else meanwhile (a cancel): this step's writes
 		// were ignored, and it announces nothing and schedules nothing.
 		return res.Execution, nil

@@ -151,8 +151,11 @@ type Main struct {
 	store   persistence.Store
 	rdb     goredis.UniversalClient
 	auth    *ingress.Auth
-	engine  *workers.Engine
-	api     *ingress.Server
+	// submitKey signs and verifies the submissions the ingress hands to
+	// the starter; derived from the shared secret.
+	submitKey []byte
+	engine    *workers.Engine
+	api       *ingress.Server
 }
 
 // Run starts every part of the process and returns once it serves.
@@ -250,6 +253,7 @@ func (m *Main) startAuth(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	m.submitKey = events.SubmissionKey(secret)
 	var cache *redis.Cache
 	if m.rdb != nil {
 		cache = redis.NewCache(m.rdb, m.Config.RedisPrefix)
@@ -291,6 +295,7 @@ func (m *Main) startEngine(ctx context.Context) error {
 		HopPerNode:  m.Config.HopPerNode,
 		Concurrency: m.Config.Concurrency,
 		Settings:    m.settings(),
+		SubmitKey:   m.submitKey,
 		Log:         m.Log,
 	}, m.nc, m.js, m.store, verify)
 	if err != nil {
@@ -393,6 +398,7 @@ func (m *Main) startIngress(ctx context.Context) error {
 		Limiter:   redis.NewLimiter(m.rdb, m.Config.RedisPrefix+"rate:"),
 		Log:       m.Log,
 		Registry:  reg,
+		SubmitKey: m.submitKey,
 		Checks: []ingress.Check{
 			{Name: "nats", Ping: func(context.Context) error { _, err := m.nc.RTT(); return err }},
 			{Name: "store", Ping: m.store.Ping},

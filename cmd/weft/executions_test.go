@@ -324,16 +324,17 @@ func TestUpdatedWorkflowRunsEverywhere(t *testing.T) {
 	}, 5*time.Second, 50*time.Millisecond)
 }
 
-// TestUnbuiltNodeTypeFailsClearly: a node type this version cannot run
-// fails its execution with a clear code instead of waiting forever.
-func TestUnbuiltNodeTypeFailsClearly(t *testing.T) {
+// TestAINodeWithoutProvidersFailsClearly: with no provider key set, an
+// AI node fails its execution at once with a code that says so, instead
+// of retrying or waiting forever.
+func TestAINodeWithoutProvidersFailsClearly(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	u := b.register(t)
 	res := b.call(t, "POST", "/api/executions?wait=10s", u.Token, map[string]any{"workflowId": b.workflow(t, u, exampleWorkflow()), "inputs": map[string]any{"text": "x"}})
 	require.Equal(t, 200, res.Status, string(res.Raw))
 	require.Equal(t, "failed", res.Body["status"])
-	require.Equal(t, "unsupported_node", res.Body["error"].(map[string]any)["code"])
+	require.Equal(t, "ai_not_configured", res.Body["error"].(map[string]any)["code"])
 	require.Equal(t, "mood", res.Body["error"].(map[string]any)["nodeId"])
 	require.Equal(t, "cancelled", nodeStatus(t, res.Body, "out"))
 }

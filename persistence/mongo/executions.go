@@ -442,6 +442,19 @@ func (s *Store) ApplyExecution(ctx context.Context, u persistence.ExecutionUpdat
 		return persistence.ApplyResult{}, findErr(err, "execution")
 	}
 
+	if persistence.Terminal(d.Status) {
+		// Ended, as far as the cached status tells (see cacheFinal): the
+		// record is final.
+		res := persistence.ApplyResult{Ended: true}
+		if u.Reload {
+			e, err := s.loadExecution(ctx, bson.D{{Key: "_id", Value: u.ID}}, true)
+			if err != nil {
+				return persistence.ApplyResult{}, err
+			}
+			res.Execution = e
+		}
+		return res, nil
+	}
 	if u.Start != nil && d.Status == persistence.StatusQueued {
 		at := s.stamp(*u.Start)
 		_, err := s.col(colExecutions).UpdateOne(ctx,

@@ -435,15 +435,9 @@ func (s *Store) ApplyExecution(ctx context.Context, u persistence.ExecutionUpdat
 		if err := t.queryRow(`SELECT status FROM executions WHERE id = ?`, u.ID).Scan(&status); err != nil {
 			return notFound(err, "execution")
 		}
-		if start != nil && status == persistence.StatusQueued {
-			if _, err := t.exec(`UPDATE executions SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'`, start...); err != nil {
-				return internal(err)
-			}
-		}
-		if err := t.execRows(upsertNodesN, nodes); err != nil {
-			return err
-		}
-		if err := t.execRows(insertLogsN, logs); err != nil {
+		if persistence.Terminal(status) {
+			res.Ended = true
+		} else if err := applyOpen(t, status, start, nodes, logs); err != nil {
 			return err
 		}
 		if finish != nil && !persistence.Terminal(status) {
@@ -471,6 +465,20 @@ func (s *Store) ApplyExecution(ctx context.Context, u persistence.ExecutionUpdat
 		return persistence.ApplyResult{}, err
 	}
 	return res, nil
+}
+
+// applyOpen writes an update's start, nodes and logs to an execution that
+// has not ended.
+func applyOpen(t *wtx, status string, start []any, nodes, logs [][]any) error {
+	if start != nil && status == persistence.StatusQueued {
+		if _, err := t.exec(`UPDATE executions SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'`, start...); err != nil {
+			return internal(err)
+		}
+	}
+	if err := t.execRows(upsertNodesN, nodes); err != nil {
+		return err
+	}
+	return t.execRows(insertLogsN, logs)
 }
 
 // finishStatus reports whether an execution may end in status.

@@ -314,6 +314,7 @@ func testExecutionsApply(t *testing.T, b *bundle) {
 	res = b.apply(t, persistence.ExecutionUpdate{ID: e.ID, Start: ptr(when), Reload: true,
 		Finish: &persistence.Finish{Status: persistence.StatusCompleted, Output: json.RawMessage(`{"x":1}`), At: finished.Add(time.Hour)}})
 	require.False(t, res.Finished)
+	require.True(t, res.Ended, "the update met an ended execution")
 	require.Equal(t, persistence.StatusFailed, res.Execution.Status)
 	require.Nil(t, res.Execution.Output)
 	requireTime(t, finished, *res.Execution.FinishedAt)
@@ -324,8 +325,20 @@ func testExecutionsApply(t *testing.T, b *bundle) {
 	res = b.apply(t, persistence.ExecutionUpdate{ID: q.ID, Reload: true,
 		Finish: &persistence.Finish{Status: persistence.StatusCancelled, At: finished}})
 	require.True(t, res.Finished)
+	require.False(t, res.Ended)
 	require.Equal(t, persistence.StatusCancelled, res.Execution.Status)
 	require.Nil(t, res.Execution.StartedAt)
+
+	// A starter that did not know it was cancelled (it ran from a signed
+	// submission) writes nothing to it: no start, no nodes, no logs.
+	res = b.apply(t, persistence.ExecutionUpdate{ID: q.ID, Start: &started, Reload: true,
+		Nodes: map[string]*persistence.NodeState{"a": {Type: "input", Status: persistence.StatusCompleted, Attempts: 1}},
+		Logs:  []persistence.NodeLog{{NodeID: "a", At: started, Level: "info", Message: "late"}}})
+	require.True(t, res.Ended)
+	require.False(t, res.Finished)
+	require.Equal(t, persistence.StatusCancelled, res.Execution.Status)
+	require.Nil(t, res.Execution.StartedAt)
+	require.Empty(t, res.Execution.Nodes)
 
 	// Start, nodes and finish in one update: output is kept byte for byte.
 	one := b.execution(t, newExecution(b.ann, "01JWF", ""))

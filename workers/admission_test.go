@@ -1,0 +1,131 @@
+package workers_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/weftdev/weft/events"
+	"github.com/weftdev/weft/persistence"
+	"github.com/weftdev/weft/workers"
+)
+
+var testSubmitKey = events.SubmissionKey([]byte("a shared secret of the deployment, at least 32 bytes"))
+
+// record stores a queued execution as the ingress does, and returns the
+// signed submission it would publish.
+func (b *bundle) record(t *testing.T, id, text string, key []byte) *nats.Msg {
+	t.Helper()
+	w, err := b.store.GetWorkflow(context.Background(), b.userID, b.wf.ID)
+	require.NoError(t, err)
+	ex, err := b.engine.NewExecution(context.Background(), w, id, map[string]any{"text": text}, time.Now())
+	require.NoError(t, err)
+	stored, created, err := b.store.CreateExecution(context.Background(), ex)
+	require.NoError(t, err)
+	require.True(t, created)
+	m := nats.NewMsg(events.SubjectSubmit)
+	m.Data, _ = json.Marshal(events.Admission{ExecutionID: id, WorkflowID: stored.WorkflowID, WorkflowVersion: stored.WorkflowVersion,
+		UserID: stored.UserID, CreatedAt: stored.CreatedAt, Inputs: stored.Inputs})
+	m.Header.Set(events.HeaderMsgID, id)
+	m.Header.Set(events.HeaderSignature, events.SignAdmission(key, m.Data))
+	return m
+}
+
+func (b *bundle) publish(t *testing.T, m *nats.Msg) {
+	t.Helper()
+	_, err := b.js.PublishMsg(context.Background(), m)
+	require.NoError(t, err)
+}
+
+// settled waits until the starter has acked everything it was given.
+func (b *bundle) settled(t *testing.T) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		c, err := b.js.Consumer(context.Background(), events.StreamSubmit, events.ConsumerStarter)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(context.Background())
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+	}, 10*time.Second, 10*time.Millisecond)
+}
+
+// TestSignedSubmissionRunsWithoutReadingTheStore: the first delivery of a
+// submission the ingress signed runs from the message alone.
+func TestSignedSubmissionRunsWithoutReadingTheStore(t *testing.T) {
+	t.Parallel()
+	b := setup(t, workers.Config{SubmitKey: testSubmitKey})
+	b.start(t)
+	id := uid("signed")
+	b.publish(t, b.record(t, id, "go", testSubmitKey))
+	ex := b.waitEnd(t, id)
+	require.Equal(t, persistence.StatusCompleted, ex.Status)
+	require.JSONEq(t, `{"a":"goa","b":"gob","d":null}`, string(ex.Output))
+	require.NotNil(t, ex.StartedAt)
+	b.settled(t)
+	require.Zero(t, b.loads.Load(), "the starter read no execution")
+}
+
+// TestForgedSignatureIsRefused: a submission signed with another key is
+// refused, kept for inspection, and runs nothing.
+func TestForgedSignatureIsRefused(t *testing.T) {
+	t.Parallel()
+	b := setup(t, workers.Config{SubmitKey: testSubmitKey})
+	b.start(t)
+	id := uid("forged")
+	b.publish(t, b.record(t, id, "go", events.SubmissionKey([]byte("somebody else's secret"))))
+	rejected, err := b.js.Stream(context.Background(), events.StreamRejected)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := rejected.Info(context.Background())
+		return err == nil && info.State.Msgs == 1
+	}, 5*time.Second, 10*time.Millisecond)
+	msg, err := rejected.GetLastMsgForSubject(context.Background(), ">")
+	require.NoError(t, err)
+	require.Contains(t, msg.Header.Get(events.HeaderReason), "signature")
+	b.settled(t)
+	ex, err := b.store.LoadExecution(context.Background(), id)
+	require.NoError(t, err)
+	require.Equal(t, persistence.StatusQueued, ex.Status, "nothing ran")
+	require.Zero(t, runCount(id, "a"))
+}
+
+// TestSignedSubmissionOfACancelledExecution: cancelled between submit and
+// start, the execution stays as cancelled; the starter, which did not
+// read it, writes and announces nothing.
+func TestSignedSubmissionOfACancelledExecution(t *testing.T) {
+	t.Parallel()
+	// Fused, the first step runs every node and would record them; with a
+	// hop per node it would announce a start and schedule a task.
+	for _, hop := range []bool{false, true} {
+		b := setup(t, workers.Config{SubmitKey: testSubmitKey, HopPerNode: hop})
+		b.start(t)
+		id := uid("cancelled")
+		m := b.record(t, id, "go", testSubmitKey)
+		res, err := b.store.ApplyExecution(context.Background(), persistence.ExecutionUpdate{ID: id,
+			Finish: &persistence.Finish{Status: persistence.StatusCancelled, At: time.Now()}})
+		require.NoError(t, err)
+		require.True(t, res.Finished)
+		b.publish(t, m)
+		b.settled(t)
+
+		ex, err := b.store.LoadExecution(context.Background(), id)
+		require.NoError(t, err)
+		require.Equal(t, persistence.StatusCancelled, ex.Status)
+		require.Nil(t, ex.StartedAt)
+		require.Empty(t, ex.Nodes, "hop per node: %v", hop)
+		stream, err := b.js.Stream(context.Background(), events.StreamEvents)
+		require.NoError(t, err)
+		_, err = stream.GetLastMsgForSubject(context.Background(), events.EventSubject(id, ">"))
+		require.ErrorIs(t, err, jetstream.ErrMsgNotFound, "no event announced a start or an end")
+		if hop {
+			// Fused, the pure nodes ran (nothing of theirs was kept).
+			require.Zero(t, runCount(id, "a"), "no task ran")
+		}
+	}
+}
