@@ -48,7 +48,15 @@ import (
 //   - An update is applied to each matched document on its own, atomically;
 //     modified counts the documents whose content changed.
 //
-// Writes are effectively once per IdempotencyKey: see DataRequest.
+// Writes are effectively once per IdempotencyKey: see DataRequest. The
+// embedded store records each write's result in the write's transaction,
+// so any redelivery returns it. The mongo store has no transactions: it
+// records the result after the write, and meanwhile relies on marks (an
+// insert's documents carry its key; an updated document the keys of its
+// last updates), so a redelivery after a crash halfway inserts or updates
+// only the rest; a deleteMany cut short deletes the rest and reports only
+// those. An insertMany refused for a duplicate _id stores nothing in the
+// embedded store and the other documents in mongo.
 
 // Data operations.
 const (
