@@ -78,3 +78,10 @@ func (e *Error) UnmarshalJSON(b []byte) error {
 	e.Code, e.Message, e.Details = v.Code, v.Message, v.Details
 	return nil
 }
+
+// Token is a piece of an AI node's text, published as it arrives.
+type Token struct {
+	ExecutionID string `json:"executionId"`
+	NodeID      string `json:"nodeId"`
+	Text        string `json:"text"`
+}

@@ -67,6 +67,23 @@ func EventSubject(executionID, kind string) string {
 // EventFilter matches every event of one execution.
 func EventFilter(executionID string) string { return subjectEvents + executionID + ".>" }
 
+// Token subjects carry an AI node's text as it is generated, one message
+// a delta. They are core NATS, outside every stream: storing each token
+// would cost far more than a live view is worth, and the node's output
+// holds the whole text once it ends.
+const subjectTokens = "weft.tokens."
+
+// TokenSubject is where one node's tokens are published.
+func TokenSubject(executionID, nodeID string) string {
+	return subjectTokens + executionID + "." + nodeID
+}
+
+// TokenFilter matches the tokens of every node of one execution.
+func TokenFilter(executionID string) string { return subjectTokens + executionID + ".>" }
+
+// IsTokenSubject reports whether a subject is a token subject.
+func IsTokenSubject(subject string) bool { return strings.HasPrefix(subject, subjectTokens) }
+
 // EventKindFilter matches one kind of event of every execution.
 func EventKindFilter(kind string) string { return subjectEvents + "*." + kind }
 

@@ -487,9 +487,16 @@ func (s *Server) executionEvents(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	view, ex, err := s.loadView(ctx, p.UserID, id)
+	// An AI node's text as it is generated, between its events.
+	tokens, err := s.deps.NC.ChanSubscribe(events.TokenFilter(id), ch)
 	if err != nil {
 		_ = sub.Unsubscribe()
+		return err
+	}
+	unsubscribe := func() { _ = sub.Unsubscribe(); _ = tokens.Unsubscribe() }
+	view, ex, err := s.loadView(ctx, p.UserID, id)
+	if err != nil {
+		unsubscribe()
 		return err
 	}
 	snapshot, _ := json.Marshal(view)
@@ -500,7 +507,7 @@ func (s *Server) executionEvents(c *fiber.Ctx) error {
 	c.Set(fiber.HeaderConnection, "keep-alive")
 	c.Set("X-Accel-Buffering", "no")
 	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
-		defer func() { _ = sub.Unsubscribe() }()
+		defer unsubscribe()
 		write := func(event string, data []byte) bool {
 			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, data)
 			return w.Flush() == nil
@@ -514,6 +521,12 @@ func (s *Server) executionEvents(c *fiber.Ctx) error {
 		for {
 			select {
 			case m := <-ch:
+				if events.IsTokenSubject(m.Subject) {
+					if !write("token", m.Data) {
+						return
+					}
+					continue
+				}
 				kind := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
 				if !write(kind, m.Data) {
 					return

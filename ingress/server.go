@@ -82,7 +82,9 @@ type Deps struct {
 	// (events.SubmissionKey of the shared secret); without it they go
 	// unsigned and the starter reads each execution from the store.
 	SubmitKey []byte
-	Now       func() time.Time
+	// AI serves the AI dashboard; nil answers it with 503.
+	AI  AI
+	Now func() time.Time
 }
 
 // Server is the HTTP API.
@@ -96,8 +98,10 @@ type Server struct {
 	wfCache  *workflowCache
 	runSub   *nats.Subscription
 	runSlots chan struct{}
-	done     chan struct{}
-	once     sync.Once
+	// testAISlot lets one provider test run at a time.
+	testAISlot chan struct{}
+	done       chan struct{}
+	once       sync.Once
 }
 
 // New builds the API.
@@ -134,7 +138,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		}
 	}
 	s := &Server{cfg: cfg, deps: deps, auth: auth, metrics: newHTTPMetrics(deps.Registry), done: make(chan struct{}),
-		runSlots: make(chan struct{}, runConcurrency)}
+		runSlots: make(chan struct{}, runConcurrency), testAISlot: make(chan struct{}, 1)}
 	var err error
 	if s.wfCache, err = newWorkflowCache(deps.Store, deps.NC); err != nil {
 		return nil, err
@@ -232,6 +236,8 @@ func (s *Server) routes() {
 	priv.Get("/dashboard/overview", s.dashboardOverview)
 	priv.Get("/dashboard/workflows", s.dashboardWorkflows)
 	priv.Get("/dashboard/metrics", s.dashboardMetrics)
+	priv.Get("/dashboard/ai-status", s.aiStatus)
+	priv.Post("/dashboard/test-ai", s.testAI)
 
 	app.Use(func(c *fiber.Ctx) error {
 		return fiber.NewError(fiber.StatusNotFound, "no route "+c.Method()+" "+c.Path())

@@ -121,6 +121,7 @@ type Store interface {
 	Sessions
 	Workflows
 	Executions
+	DataStore
 	// Ping checks that the store answers.
 	Ping(ctx context.Context) error
 	Close() error

@@ -46,6 +46,10 @@ type Config struct {
 	// looked for; ReconcileAfter is how old one must be. Defaults 30 s, 2 min.
 	ReconcileEvery time.Duration
 	ReconcileAfter time.Duration
+	// Runners run node types with this engine's own dependencies (say, a
+	// DATABASE runner on this engine's store), in place of the process-wide
+	// registry's runner of that type. Purity is the registry's.
+	Runners map[string]nodes.Runner
 	// SubmitKey verifies the submissions the ingress signs
 	// (events.SubmissionKey of the shared secret). Without it a signed
 	// submission is refused.
@@ -99,6 +103,15 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, store RunStore, veri
 		running: map[string]map[*int]context.CancelFunc{}}, nil
 }
 
+// spec is how this engine runs a node type.
+func (e *Engine) spec(nodeType string) (nodes.Spec, bool) {
+	spec, ok := nodes.Lookup(nodeType)
+	if r, mine := e.cfg.Runners[nodeType]; mine && ok {
+		spec.Runner = r
+	}
+	return spec, ok
+}
+
 // EnsureStreams creates or updates every stream.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, s events.Settings) error {
 	for _, sc := range events.Streams(s) {
@@ -127,7 +140,7 @@ func (e *Engine) Start(ctx context.Context, types []string) error {
 		return err
 	}
 	for _, t := range types {
-		if _, ok := nodes.Lookup(t); !ok {
+		if _, ok := e.spec(t); !ok {
 			return fmt.Errorf("no runner for node type %s", t)
 		}
 		if err := e.consume(ctx, events.StreamTasks, events.TaskConsumerConfig(t, e.cfg.Settings), e.handleTask); err != nil {

@@ -201,7 +201,7 @@ func (s *step) inline(n *flow.CompiledNode) bool {
 	if s.e.cfg.HopPerNode {
 		return false
 	}
-	spec, ok := nodes.Lookup(n.Type)
+	spec, ok := s.e.spec(n.Type)
 	return ok && spec.Pure
 }
 
@@ -224,7 +224,7 @@ func (s *step) runNode(ctx context.Context, n *flow.CompiledNode, attempt int, k
 			out, err = nil, nodes.Permanent("panic", "the node failed unexpectedly: %v", r)
 		}
 	}()
-	spec, ok := nodes.Lookup(n.Type)
+	spec, ok := s.e.spec(n.Type)
 	if !ok {
 		return nil, nodes.Permanent("unsupported_node", "no worker runs %s nodes", n.Type)
 	}

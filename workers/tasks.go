@@ -66,7 +66,7 @@ func (e *Engine) handleTask(ctx context.Context, m jetstream.Msg) {
 	if !persistence.Terminal(s.status(n.ID)) {
 		attempt := int(md.NumDelivered)
 		start := e.cfg.Now().UTC()
-		spec, _ := nodes.Lookup(n.Type)
+		spec, _ := e.spec(n.Type)
 		if !spec.Pure {
 			// Show the node running; pure nodes finish before anyone could look.
 			s.set(n.ID, &persistence.NodeState{Type: n.Type, Status: persistence.StatusRunning, Attempts: attempt, StartedAt: &start})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -29,7 +30,9 @@ import (
 	mongostore "github.com/weftdev/weft/persistence/mongo"
 	"github.com/weftdev/weft/persistence/redis"
 	"github.com/weftdev/weft/persistence/sqlite"
+	"github.com/weftdev/weft/providers"
 	"github.com/weftdev/weft/workers"
+	"github.com/weftdev/weft/workers/flow"
 	"github.com/weftdev/weft/workers/nodes"
 	"github.com/weftdev/weft/workers/projector"
 )
@@ -72,6 +75,12 @@ type Config struct {
 	RateFailClosed bool
 	BcryptCost     int // 0: bcrypt's default
 	LogLevel       string
+
+	// AI configures the providers of AI_PROCESSOR nodes: keys, base URLs,
+	// models, routes. cmd fills it from the environment
+	// (providers.ConfigFromEnv); without keys no provider is configured and
+	// AI nodes fail with ai_not_configured.
+	AI providers.Config
 }
 
 // Validate checks the config and fills in defaults.
@@ -154,6 +163,7 @@ type Main struct {
 	// submitKey signs and verifies the submissions the ingress hands to
 	// the starter; derived from the shared secret.
 	submitKey []byte
+	router    *providers.Router
 	engine    *workers.Engine
 	api       *ingress.Server
 }
@@ -172,7 +182,7 @@ func (m *Main) Run(ctx context.Context) error {
 			return fmt.Errorf("data dir: %w", err)
 		}
 	}
-	steps := []func(context.Context) error{m.startNATS, m.startStore, m.startRedis, m.startAuth, m.startEngine, m.startProjector, m.startIngress}
+	steps := []func(context.Context) error{m.startNATS, m.startStore, m.startRedis, m.startAuth, m.startAI, m.startEngine, m.startProjector, m.startIngress}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
 			return err
@@ -281,6 +291,31 @@ func (m *Main) startProjector(ctx context.Context) error {
 	return nil
 }
 
+// startAI builds the AI router: its circuit state, quotas, usage and
+// cache are shared through Redis with every other process.
+func (m *Main) startAI(ctx context.Context) error {
+	cfg := m.Config.AI
+	if cfg.Providers == nil {
+		cfg = providers.DefaultConfig()
+	}
+	cfg.KeyPrefix = m.Config.RedisPrefix + "ai:"
+	r, err := providers.New(cfg, providers.Options{Redis: m.rdb, Logger: m.Log})
+	if err != nil {
+		return fmt.Errorf("ai providers: %w", err)
+	}
+	m.router = r
+	m.onClose(r.Close)
+	return nil
+}
+
+// publishToken shows a token of a running AI node to the execution's
+// event streams (SSE). Best effort: a lost token is only a live view's,
+// the node's output has the whole text.
+func (m *Main) publishToken(executionID, nodeID, text string) {
+	data, _ := json.Marshal(events.Token{ExecutionID: executionID, NodeID: nodeID, Text: text})
+	_ = m.nc.Publish(events.TokenSubject(executionID, nodeID), data)
+}
+
 // startEngine builds the engine (the API compiles workflows with it) and,
 // in the workers role, starts the starter, the reconciler and the pools.
 func (m *Main) startEngine(ctx context.Context) error {
@@ -296,7 +331,12 @@ func (m *Main) startEngine(ctx context.Context) error {
 		Concurrency: m.Config.Concurrency,
 		Settings:    m.settings(),
 		SubmitKey:   m.submitKey,
-		Log:         m.Log,
+		Runners: map[string]nodes.Runner{
+			// Side-effecting nodes on this process's store and router.
+			flow.TypeDatabase:    nodes.NewDatabase(nodes.DatabaseConfig{Store: m.store}).Runner,
+			flow.TypeAIProcessor: nodes.NewAI(nodes.AIConfig{Router: m.router, OnToken: m.publishToken}).Runner,
+		},
+		Log: m.Log,
 	}, m.nc, m.js, m.store, verify)
 	if err != nil {
 		return err
@@ -399,6 +439,7 @@ func (m *Main) startIngress(ctx context.Context) error {
 		Log:       m.Log,
 		Registry:  reg,
 		SubmitKey: m.submitKey,
+		AI:        m.router,
 		Checks: []ingress.Check{
 			{Name: "nats", Ping: func(context.Context) error { _, err := m.nc.RTT(); return err }},
 			{Name: "store", Ping: m.store.Ping},

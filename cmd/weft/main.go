@@ -19,6 +19,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/weftdev/weft/providers"
 	"github.com/weftdev/weft/workers/nodes"
 )
 
@@ -170,6 +171,9 @@ func runUntilSignal(parent context.Context, c Config) error {
 	// HTTP_REQUEST refuses loopback, private and link-local addresses
 	// unless told otherwise (metadata addresses always).
 	nodes.ConfigureHTTP(nodes.HTTPConfig{AllowPrivate: envBool("WEFT_HTTP_ALLOW_PRIVATE")})
+	// AI providers: GEMINI_API_KEY, GROQ_API_KEY, HF_TOKEN,
+	// OPENROUTER_API_KEY, and WEFT_<PROVIDER>_BASE_URL / _MODEL.
+	c.AI = providers.ConfigFromEnv(os.LookupEnv)
 	m := &Main{Config: c, Log: log}
 	if err := m.Run(ctx); err != nil {
 		m.Close()
