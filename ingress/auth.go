@@ -327,7 +327,7 @@ func (a *Auth) lookup(ctx context.Context, key string, p *Principal) bool {
 		return false
 	}
 	ok, err := a.cache.Get(ctx, key, p)
-	if err != nil {
+	if err != nil && !errors.Is(err, redis.ErrDown) {
 		a.log.Warn("cache read failed; using the store", "err", err)
 	}
 	return ok

@@ -70,7 +70,7 @@ func (s *Server) updateWorkflow(c *fiber.Ctx) error {
 		Definition: raw, UpdatedAt: s.deps.Now().UTC(),
 	}
 	err = s.deps.Store.UpdateWorkflow(c.UserContext(), w)
-	s.wfCache.changed(w.ID)
+	s.wfCache.changed(c.UserContext(), w.ID)
 	if err != nil {
 		return err
 	}
@@ -99,7 +99,7 @@ func (s *Server) getWorkflowVersion(c *fiber.Ctx) error {
 
 func (s *Server) deleteWorkflow(c *fiber.Ctx) error {
 	err := s.deps.Store.DeleteWorkflow(c.UserContext(), principal(c).UserID, c.Params("id"))
-	s.wfCache.changed(c.Params("id"))
+	s.wfCache.changed(c.UserContext(), c.Params("id"))
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package ingress
 
 import (
+	"errors"
 	"mime"
 	"strconv"
 	"strings"
@@ -82,7 +83,9 @@ func (s *Server) limit(c *fiber.Ctx, key string, l redis.Limit) error {
 		if s.cfg.RateFailClosed {
 			return events.Errorf(events.CodeUnavailable, "rate limits cannot be checked right now")
 		}
-		s.deps.Log.Warn("rate limit check failed; letting the request through", "err", err)
+		if !errors.Is(err, redis.ErrDown) {
+			s.deps.Log.Warn("rate limit check failed; letting requests through while Redis is down", "err", err)
+		}
 		return c.Next()
 	}
 	if !ok {

@@ -140,7 +140,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s := &Server{cfg: cfg, deps: deps, auth: auth, metrics: newHTTPMetrics(deps.Registry), done: make(chan struct{}),
 		runSlots: make(chan struct{}, runConcurrency), testAISlot: make(chan struct{}, 1)}
 	var err error
-	if s.wfCache, err = newWorkflowCache(deps.Store, deps.NC); err != nil {
+	if s.wfCache, err = newWorkflowCache(deps.Store, deps.Cache, deps.NC); err != nil {
 		return nil, err
 	}
 	if s.waiters, err = startWaiters(deps.NC); err != nil {

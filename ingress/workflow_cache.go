@@ -2,39 +2,63 @@ package ingress
 
 import (
 	"context"
+	"errors"
 	"sync"
+	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/nats-io/nats.go"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/weftdev/weft/persistence"
+	"github.com/weftdev/weft/persistence/redis"
 )
 
 // subjectWorkflowChanged tells every process that a workflow changed, so
 // each drops its cached copy.
 const subjectWorkflowChanged = "weft.cache.workflow"
 
-// workflowCache keeps the latest version of hot workflows in process: a
-// submission reads its workflow without a store round trip. An update or
-// delete anywhere drops the entry everywhere (a NATS message), and a load
-// that raced with a change is not cached (generation check).
+// workflowCacheTTL is how long Redis keeps a workflow definition.
+const workflowCacheTTL = 30 * time.Minute
+
+// workflowCache keeps the latest version of hot workflows for the
+// submission path, in two layers: in process (no round trip at all) and in
+// Redis for 30 minutes (shared by every ingress replica), with the store as
+// the truth. Concurrent misses of one workflow in a process make one load
+// (singleflight), so a stampede on a hot key reaches Redis and the store
+// once.
+//
+// An update or delete drops the entry here, deletes it from Redis, and
+// tells every process over NATS to drop theirs. A load that raced with a
+// change must not cache what it read: a generation per workflow, bumped by
+// every change, is checked before caching; and a process that wrote Redis
+// shortly before it hears of a change deletes the key again, in case its
+// write landed after the changer's delete.
 type workflowCache struct {
 	store persistence.Store
+	redis *redis.Cache // nil: no Redis layer
 	nc    *nats.Conn
 	lru   *lru.Cache[string, *persistence.Workflow]
 	sub   *nats.Subscription
+	group singleflight.Group
 
-	mu  sync.Mutex
-	gen map[string]uint64 // bumped on every change of a workflow
+	mu      sync.Mutex
+	gen     map[string]uint64    // bumped on every change of a workflow
+	written map[string]time.Time // when this process last wrote a workflow to Redis
 }
 
-func newWorkflowCache(store persistence.Store, nc *nats.Conn) (*workflowCache, error) {
+// rewriteWindow is how long after writing a workflow to Redis a process
+// deletes it again on hearing of a change: longer than a change takes to
+// travel over NATS.
+const rewriteWindow = 5 * time.Second
+
+func newWorkflowCache(store persistence.Store, cache *redis.Cache, nc *nats.Conn) (*workflowCache, error) {
 	l, err := lru.New[string, *persistence.Workflow](10_000)
 	if err != nil {
 		return nil, err
 	}
-	c := &workflowCache{store: store, nc: nc, lru: l, gen: map[string]uint64{}}
-	if c.sub, err = nc.Subscribe(subjectWorkflowChanged, func(m *nats.Msg) { c.drop(string(m.Data)) }); err != nil {
+	c := &workflowCache{store: store, redis: cache, nc: nc, lru: l, gen: map[string]uint64{}, written: map[string]time.Time{}}
+	if c.sub, err = nc.Subscribe(subjectWorkflowChanged, func(m *nats.Msg) { c.heard(string(m.Data)) }); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -42,31 +66,86 @@ func newWorkflowCache(store persistence.Store, nc *nats.Conn) (*workflowCache, e
 
 func (c *workflowCache) stop() { _ = c.sub.Unsubscribe() }
 
-// get returns the latest live version of a user's workflow.
+func redisWorkflowKey(id string) string { return "wf:" + id }
+
+// get returns the latest live version of a user's workflow. Another
+// user's workflow is not found, whichever layer holds it.
 func (c *workflowCache) get(ctx context.Context, userID, id string) (*persistence.Workflow, error) {
 	if w, ok := c.lru.Get(id); ok && w.UserID == userID {
 		return w, nil
 	}
+	v, err, _ := c.group.Do(userID+"\x00"+id, func() (any, error) {
+		// Detached from the first caller: its cancel must not fail the
+		// others waiting on the same load.
+		return c.load(context.WithoutCancel(ctx), userID, id)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*persistence.Workflow), nil
+}
+
+func (c *workflowCache) load(ctx context.Context, userID, id string) (*persistence.Workflow, error) {
 	c.mu.Lock()
 	gen := c.gen[id]
 	c.mu.Unlock()
+	if c.redis != nil {
+		var w persistence.Workflow
+		if ok, _ := c.redis.Get(ctx, redisWorkflowKey(id), &w); ok && w.UserID == userID {
+			c.keep(id, gen, &w, false)
+			return &w, nil
+		}
+	}
 	w, err := c.store.GetWorkflow(ctx, userID, id)
 	if err != nil {
 		return nil, err
 	}
-	c.mu.Lock()
-	if c.gen[id] == gen {
-		c.lru.Add(id, w)
-	}
-	c.mu.Unlock()
+	c.keep(id, gen, w, true)
 	return w, nil
 }
 
-// changed drops a workflow here and tells the other processes.
-func (c *workflowCache) changed(id string) {
+// keep caches w unless the workflow changed since the load began.
+func (c *workflowCache) keep(id string, gen uint64, w *persistence.Workflow, toRedis bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen[id] != gen {
+		return
+	}
+	c.lru.Add(id, w)
+	if toRedis && c.redis != nil {
+		c.written[id] = time.Now()
+		// Under the lock, so a change heard meanwhile waits for it and
+		// then deletes it (see heard).
+		if err := c.redis.Set(context.Background(), redisWorkflowKey(id), w, workflowCacheTTL); err != nil && !errors.Is(err, redis.ErrDown) {
+			delete(c.written, id)
+		}
+	}
+}
+
+// changed drops a workflow here and in Redis, and tells the other
+// processes.
+func (c *workflowCache) changed(ctx context.Context, id string) {
 	c.drop(id)
+	if c.redis != nil {
+		// A failed delete is retried by the cache until Redis takes it.
+		_ = c.redis.Del(ctx, redisWorkflowKey(id))
+	}
 	if err := c.nc.Publish(subjectWorkflowChanged, []byte(id)); err == nil {
 		_ = c.nc.Flush()
+	}
+}
+
+// heard handles a change made by any process (this one included).
+func (c *workflowCache) heard(id string) {
+	c.mu.Lock()
+	at, wrote := c.written[id]
+	delete(c.written, id)
+	c.mu.Unlock()
+	c.drop(id)
+	if wrote && time.Since(at) < rewriteWindow && c.redis != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = c.redis.Del(ctx, redisWorkflowKey(id))
 	}
 }
 
@@ -74,5 +153,11 @@ func (c *workflowCache) drop(id string) {
 	c.mu.Lock()
 	c.gen[id]++
 	c.lru.Remove(id)
+	// Entries older than the window are of no more use.
+	for k, at := range c.written {
+		if time.Since(at) > rewriteWindow {
+			delete(c.written, k)
+		}
+	}
 	c.mu.Unlock()
 }

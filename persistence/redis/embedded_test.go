@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -45,4 +46,40 @@ func TestEmbeddedForgetsDeletedKeys(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, "x", v)
 	}
+}
+
+// TestCacheRidesOutAnOutage: with Redis gone, reads miss at once instead
+// of paying a round trip each, and a delete that failed lands before
+// anything is read once Redis is back: a revoked credential is never
+// served again from a stale entry.
+func TestCacheRidesOutAnOutage(t *testing.T) {
+	t.Parallel()
+	e, err := StartEmbedded("127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(e.Close)
+	rdb, err := Connect(t.Context(), e.URL())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = rdb.Close() })
+	c := NewCache(rdb, "t:")
+	require.NoError(t, c.Set(t.Context(), "session", "alive", time.Hour))
+
+	e.m.Close() // down, data kept
+	require.Error(t, c.Del(t.Context(), "session"))
+	start := time.Now()
+	for range 100 {
+		var v string
+		ok, err := c.Get(t.Context(), "other", &v)
+		require.False(t, ok)
+		require.ErrorIs(t, err, ErrDown)
+	}
+	require.Less(t, time.Since(start), 100*time.Millisecond, "no round trip while down")
+
+	require.NoError(t, e.m.Restart())
+	require.True(t, e.m.Exists("t:session"), "the stale entry is still in Redis")
+	require.Eventually(t, func() bool {
+		var v string
+		ok, err := c.Get(t.Context(), "session", &v)
+		return err == nil && !ok
+	}, 5*time.Second, 50*time.Millisecond, "the failed delete landed before the read")
+	require.False(t, e.m.Exists("t:session"))
 }

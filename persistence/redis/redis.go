@@ -25,6 +25,10 @@ func Connect(ctx context.Context, url string) (*goredis.Client, error) {
 	opts.ReadTimeout = 500 * time.Millisecond
 	opts.WriteTimeout = 500 * time.Millisecond
 	opts.MaxRetries = 1
+	// One dial per attempt: go-redis otherwise redials five times, 100 ms
+	// apart, so a command to a stopped server took 0.8 s to fail.
+	opts.DialerRetries = 1
+	opts.DialerRetryTimeout = 10 * time.Millisecond
 	rdb := goredis.NewClient(opts)
 	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
@@ -37,14 +41,34 @@ func Connect(ctx context.Context, url string) (*goredis.Client, error) {
 
 // Cache stores JSON values under one key prefix, so several Weft
 // deployments (or tests) can share a Redis server without colliding.
+//
+// Redis is only a cache here, so an outage must cost a request nothing:
+// after a failed command the cache counts Redis as down for DownFor, and
+// meanwhile a Get is a miss and a Set is skipped without a round trip. A
+// Del that fails is not forgotten: an entry left behind could be a revoked
+// credential served again when Redis returns, so failed deletes are
+// retried, before anything else is read, until Redis takes them.
 type Cache struct {
 	rdb    goredis.UniversalClient
 	prefix string
+	now    func() time.Time
+
+	mu        sync.Mutex
+	downUntil time.Time
+	pending   map[string]struct{} // full keys whose delete failed
+	retrying  bool
 }
+
+// DownFor is how long Redis is left alone after a command fails.
+const DownFor = time.Second
+
+// maxPendingAge bounds how long failed deletes are retried: past the
+// longest TTL Weft gives an entry (an hour), the entries have expired.
+const maxPendingAge = time.Hour
 
 // NewCache returns a cache whose keys all start with prefix.
 func NewCache(rdb goredis.UniversalClient, prefix string) *Cache {
-	return &Cache{rdb: rdb, prefix: prefix}
+	return &Cache{rdb: rdb, prefix: prefix, now: time.Now, pending: map[string]struct{}{}}
 }
 
 // Client returns the underlying client.
@@ -53,13 +77,60 @@ func (c *Cache) Client() goredis.UniversalClient { return c.rdb }
 // Key returns the full key for name.
 func (c *Cache) Key(name string) string { return c.prefix + name }
 
+// ErrDown is returned while Redis is counted as down.
+var ErrDown = errors.New("redis: down, not tried")
+
+// up reports whether Redis may be tried now, first retrying the deletes it
+// missed (a stale entry must not be read before its delete lands).
+func (c *Cache) up(ctx context.Context) bool {
+	c.mu.Lock()
+	if c.now().Before(c.downUntil) {
+		c.mu.Unlock()
+		return false
+	}
+	if len(c.pending) == 0 {
+		c.mu.Unlock()
+		return true
+	}
+	keys := make([]string, 0, len(c.pending))
+	for k := range c.pending {
+		keys = append(keys, k)
+	}
+	c.mu.Unlock()
+	if err := c.rdb.Del(ctx, keys...).Err(); err != nil {
+		c.failed(err)
+		return false
+	}
+	c.mu.Lock()
+	for _, k := range keys {
+		delete(c.pending, k)
+	}
+	c.mu.Unlock()
+	return true
+}
+
+// failed counts Redis as down after a command failed for a reason other
+// than the caller giving up.
+func (c *Cache) failed(err error) {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return
+	}
+	c.mu.Lock()
+	c.downUntil = c.now().Add(DownFor)
+	c.mu.Unlock()
+}
+
 // Get decodes the value at key into v. It reports false, nil on a miss.
 func (c *Cache) Get(ctx context.Context, key string, v any) (bool, error) {
+	if !c.up(ctx) {
+		return false, ErrDown
+	}
 	b, err := c.rdb.Get(ctx, c.prefix+key).Bytes()
 	if errors.Is(err, goredis.Nil) {
 		return false, nil
 	}
 	if err != nil {
+		c.failed(err)
 		return false, err
 	}
 	if err := json.Unmarshal(b, v); err != nil {
@@ -76,16 +147,64 @@ func (c *Cache) Set(ctx context.Context, key string, v any, ttl time.Duration) e
 	if err != nil {
 		return err
 	}
-	return c.rdb.Set(ctx, c.prefix+key, b, ttl).Err()
+	if !c.up(ctx) {
+		return ErrDown
+	}
+	err = c.rdb.Set(ctx, c.prefix+key, b, ttl).Err()
+	c.failed(err)
+	return err
 }
 
-// Del removes keys.
+// Del removes keys. A delete Redis does not take is kept and retried (see
+// Cache), and reported, so the caller can say what may be stale meanwhile.
 func (c *Cache) Del(ctx context.Context, keys ...string) error {
 	full := make([]string, len(keys))
 	for i, k := range keys {
 		full[i] = c.prefix + k
 	}
-	return c.rdb.Del(ctx, full...).Err()
+	err := ErrDown
+	if c.up(ctx) {
+		err = c.rdb.Del(ctx, full...).Err()
+		c.failed(err)
+	}
+	if err != nil {
+		c.keep(full)
+	}
+	return err
+}
+
+// keep records deletes to retry, and retries them in the background so
+// that they land even if this process makes no other call.
+func (c *Cache) keep(full []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, k := range full {
+		c.pending[k] = struct{}{}
+	}
+	if c.retrying {
+		return
+	}
+	c.retrying = true
+	go c.retry()
+}
+
+func (c *Cache) retry() {
+	deadline := c.now().Add(maxPendingAge)
+	t := time.NewTicker(DownFor / 2)
+	defer t.Stop()
+	for range t.C {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		c.up(ctx)
+		cancel()
+		c.mu.Lock()
+		if len(c.pending) == 0 || c.now().After(deadline) {
+			clear(c.pending)
+			c.retrying = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+	}
 }
 
 // Ping checks that Redis answers.
@@ -107,8 +226,9 @@ type Limiter struct {
 	prefix string
 	now    func() time.Time
 
-	mu     sync.Mutex
-	grants map[string]*grant
+	mu        sync.Mutex
+	grants    map[string]*grant
+	downUntil time.Time // Redis failed: not tried again before then
 }
 
 // grant is budget taken from Redis and not spent yet.
@@ -148,10 +268,21 @@ func (l *Limiter) Allow(ctx context.Context, key string, limit Limit) (bool, tim
 		l.mu.Unlock()
 		return true, 0, nil
 	}
+	if now.Before(l.downUntil) {
+		l.mu.Unlock()
+		return false, 0, ErrDown
+	}
 	l.mu.Unlock()
 
 	res, err := l.rl.AllowAtMost(ctx, l.prefix+key, limit, chunk(limit))
 	if err != nil {
+		if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+			// Left alone for a while, as the cache does: an outage must
+			// not cost every request a failed round trip.
+			l.mu.Lock()
+			l.downUntil = now.Add(DownFor)
+			l.mu.Unlock()
+		}
 		return false, 0, err
 	}
 	if res.Allowed == 0 {
