@@ -133,6 +133,23 @@ func (s Settings) withDefaults() Settings {
 
 // Streams declares every stream. Each setting is explained where it is
 // set; the README's table repeats them with their costs.
+// BucketLocks is the key-value bucket of leases: one key per job that one
+// process of a deployment should run at a time (the reconciler).
+const BucketLocks = "WEFT_LOCKS"
+
+// LocksBucket is the leases bucket. A lease is a key its holder rewrites
+// every period; a holder that dies stops rewriting it, and the bucket
+// forgets the key after ttl, so another process takes the lease.
+func LocksBucket(s Settings, ttl time.Duration) jetstream.KeyValueConfig {
+	s = s.withDefaults()
+	storage := jetstream.FileStorage
+	if s.Memory {
+		storage = jetstream.MemoryStorage
+	}
+	return jetstream.KeyValueConfig{Bucket: BucketLocks, Description: "Weft leases", TTL: ttl,
+		History: 1, Storage: storage, Replicas: s.Replicas}
+}
+
 func Streams(s Settings) []jetstream.StreamConfig {
 	s = s.withDefaults()
 	storage := jetstream.FileStorage

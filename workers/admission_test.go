@@ -129,3 +129,28 @@ func TestSignedSubmissionOfACancelledExecution(t *testing.T) {
 		}
 	}
 }
+
+// TestOneReconcilerAtATime: of two engines, one holds the reconciler's
+// lease; when it stops, the other takes over.
+func TestOneReconcilerAtATime(t *testing.T) {
+	t.Parallel()
+	cfg := workers.Config{ReconcileEvery: 50 * time.Millisecond}
+	b := setup(t, cfg)
+	b.start(t)
+	other, err := workers.New(cfg, b.nc, b.js, b.store, nil)
+	require.NoError(t, err)
+	require.NoError(t, other.Start(context.Background(), nil))
+	t.Cleanup(other.Stop)
+
+	require.Eventually(t, func() bool { return b.engine.Reconciling() != other.Reconciling() }, 5*time.Second, 10*time.Millisecond)
+	for range 5 { // and it stays so, round after round
+		time.Sleep(60 * time.Millisecond)
+		require.NotEqual(t, b.engine.Reconciling(), other.Reconciling(), "exactly one reconciles")
+	}
+	leader, follower := b.engine, other
+	if other.Reconciling() {
+		leader, follower = other, b.engine
+	}
+	leader.Stop()
+	require.Eventually(t, follower.Reconciling, 5*time.Second, 10*time.Millisecond, "the other takes the lease")
+}

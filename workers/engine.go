@@ -8,11 +8,13 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/weftdev/weft/events"
 	"github.com/weftdev/weft/persistence"
@@ -68,6 +70,9 @@ type Engine struct {
 	log    *slog.Logger
 	graphs *lru.Cache[string, *cachedGraph]
 
+	id      string      // this engine's name in leases
+	leading atomic.Bool // holds the reconciler's lease
+
 	mu      sync.Mutex
 	running map[string]map[*int]context.CancelFunc // execution id → cancels of its running nodes
 	stops   []func()
@@ -99,7 +104,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, store RunStore, veri
 	if err != nil {
 		return nil, err
 	}
-	return &Engine{cfg: cfg, nc: nc, js: js, store: store, verify: verify, log: cfg.Log, graphs: graphs,
+	return &Engine{cfg: cfg, nc: nc, js: js, store: store, verify: verify, log: cfg.Log, graphs: graphs, id: nuid.Next(),
 		running: map[string]map[*int]context.CancelFunc{}}, nil
 }
 

@@ -139,20 +139,73 @@ func (e *Engine) runTracked(ctx context.Context, s *step, nodeID string, attempt
 // running: an ingress that died between recording and publishing, or work
 // lost with a stream. The message id makes a re-submission of one that is
 // in flight a no-op, and the starter only advances what is stored.
+//
+// One process of a deployment reconciles at a time: the holder of a lease
+// in the WEFT_LOCKS bucket, which it renews every round. Another takes
+// over within three rounds of its death. Two reconciling at once (a
+// holder paused past its lease) would only re-submit the same executions,
+// which their message ids make harmless.
 func (e *Engine) reconcileLoop(ctx context.Context) {
 	t := time.NewTicker(e.cfg.ReconcileEvery)
 	defer t.Stop()
+	var kv jetstream.KeyValue
+	var rev uint64 // of our lease, 0 when we do not hold it
 	for {
 		select {
 		case <-ctx.Done():
+			if kv != nil && rev != 0 {
+				// Hand the lease on at once rather than after its TTL.
+				dctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				_ = kv.Delete(dctx, leaseReconciler, jetstream.LastRevision(rev))
+				cancel()
+			}
 			return
 		case <-t.C:
-			if err := e.Reconcile(ctx); err != nil && ctx.Err() == nil {
-				e.log.Warn("reconcile", "err", err)
+		}
+		if kv == nil {
+			var err error
+			kv, err = e.js.CreateOrUpdateKeyValue(ctx, events.LocksBucket(e.cfg.Settings, 3*e.cfg.ReconcileEvery))
+			if err != nil {
+				kv = nil
+				e.log.Warn("reconcile: leases bucket", "err", err)
+				continue
 			}
+		}
+		rev = e.lease(ctx, kv, rev)
+		e.leading.Store(rev != 0)
+		if rev == 0 {
+			continue
+		}
+		if err := e.Reconcile(ctx); err != nil && ctx.Err() == nil {
+			e.log.Warn("reconcile", "err", err)
 		}
 	}
 }
+
+// leaseReconciler is the reconciler's key in the leases bucket.
+const leaseReconciler = "reconciler"
+
+// lease takes or renews the reconciler's lease and returns its revision,
+// or 0 when another process holds it.
+func (e *Engine) lease(ctx context.Context, kv jetstream.KeyValue, rev uint64) uint64 {
+	var (
+		next uint64
+		err  error
+	)
+	if rev != 0 {
+		next, err = kv.Update(ctx, leaseReconciler, []byte(e.id), rev)
+	} else {
+		next, err = kv.Create(ctx, leaseReconciler, []byte(e.id))
+	}
+	if err != nil {
+		return 0
+	}
+	return next
+}
+
+// Reconciling reports whether this engine held the reconciler's lease at
+// its last round.
+func (e *Engine) Reconciling() bool { return e.leading.Load() }
 
 // Reconcile re-submits executions unfinished for longer than
 // ReconcileAfter.
