@@ -299,6 +299,9 @@ func (m *Main) startAI(ctx context.Context) error {
 		cfg = providers.DefaultConfig()
 	}
 	cfg.KeyPrefix = m.Config.RedisPrefix + "ai:"
+	if m.rdb == nil {
+		m.Log.Warn("no WEFT_REDIS_URL: AI quotas, circuit state, usage and the answer cache stay in this process, not shared with the others")
+	}
 	r, err := providers.New(cfg, providers.Options{Redis: m.rdb, Logger: m.Log})
 	if err != nil {
 		return fmt.Errorf("ai providers: %w", err)
