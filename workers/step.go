@@ -55,11 +55,16 @@ func (s *step) status(id string) string {
 func (s *step) set(id string, n *persistence.NodeState) {
 	s.ex.Nodes[id] = n
 	s.upd.Nodes[id] = n
+	s.changed = append(s.changed, nodeEvent(id, n))
+}
+
+// nodeEvent is the transition a node state announces.
+func nodeEvent(id string, n *persistence.NodeState) events.NodeEvent {
 	ev := events.NodeEvent{ID: id, Type: n.Type, Status: n.Status, Attempts: n.Attempts}
 	if n.StartedAt != nil && n.FinishedAt != nil {
 		ev.DurationMs = float64(n.FinishedAt.Sub(*n.StartedAt).Microseconds()) / 1000
 	}
-	s.changed = append(s.changed, ev)
+	return ev
 }
 
 // begin marks a queued execution running.
@@ -423,6 +428,9 @@ func (s *step) publishEnd(publish func(subject, msgID string, v any) error, base
 	}
 	ev := base
 	ev.Kind, ev.Nodes = ex.Status, changed
+	if ex.FinishedAt != nil {
+		ev.At = *ex.FinishedAt // the end, not the start of the step that reached it
+	}
 	if len(view) <= maxEventExecution {
 		// Waiters answer from it without reading the store; a larger one
 		// would pass the message size limit, and they read the store.
@@ -486,8 +494,18 @@ func awaitAcks(ctx context.Context, futures []jetstream.PubAckFuture) error {
 // a worker that died after recording the end and before acking left the
 // event unsent, and its redelivered message has only this to do. The
 // event's Nats-Msg-Id makes it a no-op when the first one went out.
+//
+// The end carries every resolved node: the worker that died may have
+// recorded them without announcing them, and the projector counts each
+// node of an execution once however often it is reported.
 func (e *Engine) republishEnd(ctx context.Context, ex *persistence.Execution, g *flow.Graph) error {
 	s := newStep(e, ex, g)
+	var changed []events.NodeEvent
+	for _, id := range g.Order {
+		if n := ex.Nodes[id]; n != nil && persistence.Terminal(n.Status) {
+			changed = append(changed, nodeEvent(id, n))
+		}
+	}
 	var futures []jetstream.PubAckFuture
 	err := s.publishEnd(func(subject, msgID string, v any) error {
 		data, err := json.Marshal(v)
@@ -499,7 +517,7 @@ func (e *Engine) republishEnd(ctx context.Context, ex *persistence.Execution, g 
 			futures = append(futures, f)
 		}
 		return err
-	}, events.Event{ExecutionID: ex.ID, UserID: ex.UserID, WorkflowID: ex.WorkflowID, At: s.now}, nil)
+	}, events.Event{ExecutionID: ex.ID, UserID: ex.UserID, WorkflowID: ex.WorkflowID, At: s.now}, changed)
 	if err != nil {
 		return err
 	}

@@ -96,6 +96,10 @@ func (e *Engine) handleTask(ctx context.Context, m jetstream.Msg) {
 			}
 		}
 		s.record(n, attempt, start, out, err)
+	} else if md.NumDelivered > 1 {
+		// Recorded by a worker that may have died before announcing it:
+		// announce it again (the projector counts a node once).
+		s.changed = append(s.changed, nodeEvent(n.ID, s.ex.Nodes[n.ID]))
 	}
 	if err := e.drive(ctx, s); err != nil {
 		e.failMessage(ctx, m, md, t.ExecutionID, err)

@@ -298,7 +298,7 @@ func (m *Main) startAI(ctx context.Context) error {
 	if cfg.Providers == nil {
 		cfg = providers.DefaultConfig()
 	}
-	cfg.KeyPrefix = m.Config.RedisPrefix + "ai:"
+	cfg.KeyPrefix = m.Config.RedisPrefix // the router adds "ai:"
 	if m.rdb == nil {
 		m.Log.Warn("no WEFT_REDIS_URL: AI quotas, circuit state, usage and the answer cache stay in this process, not shared with the others")
 	}
