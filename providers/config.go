@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -165,6 +166,10 @@ type Config struct {
 	LatencyWindow int
 	// KeyPrefix starts every Redis key the router writes. Default "weft:".
 	KeyPrefix string
+
+	// envErrs are the environment's values ConfigFromEnv could not read;
+	// Validate reports them.
+	envErrs []error
 }
 
 // DefaultRoutes is the contract's routing table.
@@ -251,9 +256,56 @@ func ConfigFromEnv(lookup func(string) (string, bool)) Config {
 		if m := get(env.model); m != "" {
 			p.Model = m
 		}
+		prefix := "WEFT_" + strings.ToUpper(name) + "_"
+		for _, lim := range []struct {
+			env string
+			to  *int64
+		}{{prefix + "DAILY_REQUESTS", &p.DailyRequests}, {prefix + "DAILY_TOKENS", &p.DailyTokens}} {
+			if v := get(lim.env); v != "" {
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err != nil || n < 0 {
+					cfg.envErrs = append(cfg.envErrs, fmt.Errorf("%s: must be a whole number of at least 0, got %q", lim.env, v))
+				}
+				*lim.to = n
+			}
+		}
+		if v := get(prefix + "PRICE"); v != "" {
+			in, out, ok := strings.Cut(v, ",")
+			pin, err1 := strconv.ParseFloat(strings.TrimSpace(in), 64)
+			pout, err2 := strconv.ParseFloat(strings.TrimSpace(out), 64)
+			if !ok || err1 != nil || err2 != nil {
+				cfg.envErrs = append(cfg.envErrs, fmt.Errorf("%sPRICE: must be \"<input>,<output>\" in USD per million tokens, got %q", prefix, v))
+			}
+			p.Price = Price{InputPerMTok: pin, OutputPerMTok: pout}
+		}
 		cfg.Providers[name] = p
 	}
+	if v := get("WEFT_AI_ROUTES"); v != "" {
+		cfg.envErrs = append(cfg.envErrs, parseRoutes(v, cfg.Routes)...)
+	}
 	return cfg
+}
+
+// parseRoutes reads WEFT_AI_ROUTES, "task=primary[:backup],..." (say
+// "code_generation=qwen:groq,long_context=kimi"), over routes; the task
+// types it does not name keep their routes.
+func parseRoutes(v string, routes map[string]Route) []error {
+	var errs []error
+	for _, entry := range strings.Split(v, ",") {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			continue
+		}
+		task, pair, ok := strings.Cut(entry, "=")
+		task = strings.TrimSpace(task)
+		if !ok || !slices.Contains(TaskTypes, task) {
+			errs = append(errs, fmt.Errorf("WEFT_AI_ROUTES: %q is not <task type>=<primary>[:<backup>]; task types: %s", entry, strings.Join(TaskTypes, ", ")))
+			continue
+		}
+		primary, backup, _ := strings.Cut(pair, ":")
+		routes[task] = Route{Primary: strings.TrimSpace(primary), Backup: strings.TrimSpace(backup)}
+	}
+	return errs
 }
 
 // withDefaults fills every zero field with its default.
@@ -308,7 +360,7 @@ func (c Config) withDefaults() Config {
 // names, routes to unknown providers, bad base URLs, negative limits.
 // Zero durations and counts are fine: they mean the defaults.
 func (c Config) Validate() error {
-	var errs []error
+	errs := slices.Clone(c.envErrs)
 	for _, name := range sortedNames(c.Providers) {
 		p := c.Providers[name]
 		if !slices.Contains(Names, name) {

@@ -62,3 +62,36 @@ func TestConfigValidate(t *testing.T) {
 	_, err = New(bad, Options{})
 	require.Error(t, err)
 }
+
+func TestConfigFromEnvRoutesQuotasPrices(t *testing.T) {
+	t.Parallel()
+	lookup := func(env map[string]string) func(string) (string, bool) {
+		return func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	}
+	cfg := ConfigFromEnv(lookup(map[string]string{
+		"WEFT_AI_ROUTES":            " code_generation = qwen:groq , long_context=kimi",
+		"WEFT_GROQ_DAILY_REQUESTS":  "1000",
+		"WEFT_GROQ_DAILY_TOKENS":    "500000",
+		"WEFT_GEMINI_PRICE":         "0.1, 0.4",
+		"WEFT_HUGGINGFACE_BASE_URL": "",
+	}))
+	require.NoError(t, cfg.Validate())
+	require.Equal(t, Route{Primary: Qwen, Backup: Groq}, cfg.Routes[TaskCodeGeneration])
+	require.Equal(t, Route{Primary: Kimi}, cfg.Routes[TaskLongContext], "no backup")
+	require.Equal(t, DefaultRoutes()[TaskSentiment], cfg.Routes[TaskSentiment], "others keep theirs")
+	require.EqualValues(t, 1000, cfg.Providers[Groq].DailyRequests)
+	require.EqualValues(t, 500000, cfg.Providers[Groq].DailyTokens)
+	require.Equal(t, Price{InputPerMTok: 0.1, OutputPerMTok: 0.4}, cfg.Providers[Gemini].Price)
+
+	bad := ConfigFromEnv(lookup(map[string]string{
+		"WEFT_AI_ROUTES":          "poetry=gemini,math_reasoning=openai,nonsense",
+		"WEFT_KIMI_DAILY_TOKENS":  "lots",
+		"WEFT_QWEN_PRICE":         "cheap",
+		"WEFT_GLM_DAILY_REQUESTS": "-3",
+	}))
+	err := bad.Validate()
+	for _, s := range []string{`"poetry=gemini"`, `"nonsense"`, `routes.math_reasoning.primary: unknown provider "openai"`,
+		"WEFT_KIMI_DAILY_TOKENS", "WEFT_QWEN_PRICE", "WEFT_GLM_DAILY_REQUESTS"} {
+		require.ErrorContains(t, err, s)
+	}
+}
