@@ -204,6 +204,7 @@ func (s *Server) routes() {
 	app.Get("/healthz", s.healthz)
 	app.Get("/readyz", s.readyz)
 	app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(s.deps.Registry, promhttp.HandlerOpts{})))
+	app.Get("/openapi.yaml", s.openAPI)
 
 	api := app.Group("/api", requireJSON, s.limitIP)
 	authg := api.Group("/auth")
