@@ -2,6 +2,7 @@ package ingress
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -155,7 +156,12 @@ func (s *Server) submit(ctx context.Context, p *Principal, body submitBody, exec
 		return nil, err
 	}
 	if !created {
-		// The same Idempotency-Key: the execution made the first time.
+		// The same Idempotency-Key: the execution made the first time, if
+		// this is the same request; a key reused for another one is a
+		// client bug that must not pass for a success.
+		if stored.WorkflowID != ex.WorkflowID || !bytes.Equal(stored.Inputs, ex.Inputs) {
+			return nil, events.Errorf(events.CodeConflict, "the Idempotency-Key was used for another request (workflow or inputs differ)")
+		}
 		if wait > 0 && !persistence.Terminal(stored.Status) {
 			forget()
 			done, forget = s.waiters.add(stored.ID)

@@ -140,6 +140,17 @@ func TestIdempotencyKey(t *testing.T) {
 	require.Equal(t, first.Body["id"], second.Body["id"])
 	list := b.call(t, "GET", "/api/executions?workflowId="+wf, u.Token, nil)
 	require.Len(t, list.Body["items"], 1)
+
+	// The same key for another request is the client's mistake: refused,
+	// not answered with the first execution as if it were this one's.
+	other := map[string]any{"workflowId": wf, "inputs": map[string]any{"text": "twice"}}
+	requireError(t, b.call(t, "POST", "/api/executions", u.Token, other, "Idempotency-Key", "order-42"), 409, "conflict", "-")
+	// Another user's same key is theirs alone.
+	v := b.register(t)
+	vwf := b.workflow(t, v, seedWorkflow())
+	res := b.call(t, "POST", "/api/executions?wait=5s", v.Token, map[string]any{"workflowId": vwf, "inputs": map[string]any{"text": "once"}}, "Idempotency-Key", "order-42")
+	require.Equal(t, 200, res.Status, string(res.Raw))
+	require.NotEqual(t, first.Body["id"], res.Body["id"])
 }
 
 // TestCancelQueued cancels an execution no worker has started: it ends
