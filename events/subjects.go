@@ -81,9 +81,6 @@ func TokenSubject(executionID, nodeID string) string {
 // TokenFilter matches the tokens of every node of one execution.
 func TokenFilter(executionID string) string { return subjectTokens + executionID + ".>" }
 
-// IsTokenSubject reports whether a subject is a token subject.
-func IsTokenSubject(subject string) bool { return strings.HasPrefix(subject, subjectTokens) }
-
 // EventKindFilter matches one kind of event of every execution.
 func EventKindFilter(kind string) string { return subjectEvents + "*." + kind }
 

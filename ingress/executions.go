@@ -493,8 +493,11 @@ func (s *Server) executionEvents(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	// An AI node's text as it is generated, between its events.
-	tokens, err := s.deps.NC.ChanSubscribe(events.TokenFilter(id), ch)
+	// An AI node's text as it is generated, between its events. Tokens
+	// have a channel of their own: a client too slow for a burst of them
+	// loses tokens (the node's output has the whole text), never an event.
+	tch := make(chan *nats.Msg, 1024)
+	tokens, err := s.deps.NC.ChanSubscribe(events.TokenFilter(id), tch)
 	if err != nil {
 		_ = sub.Unsubscribe()
 		return err
@@ -522,17 +525,15 @@ func (s *Server) executionEvents(c *fiber.Ctx) error {
 			write("end", []byte(`{"status":"`+ex.Status+`"}`))
 			return
 		}
-		heartbeat := time.NewTicker(15 * time.Second)
+		heartbeat := time.NewTicker(s.cfg.SSEHeartbeat)
 		defer heartbeat.Stop()
 		for {
 			select {
-			case m := <-ch:
-				if events.IsTokenSubject(m.Subject) {
-					if !write("token", m.Data) {
-						return
-					}
-					continue
+			case m := <-tch:
+				if !write("token", m.Data) {
+					return
 				}
+			case m := <-ch:
 				kind := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
 				if !write(kind, m.Data) {
 					return
@@ -543,6 +544,16 @@ func (s *Server) executionEvents(c *fiber.Ctx) error {
 				}
 			case <-heartbeat.C:
 				if _, err := w.WriteString(": keep-alive\n\n"); err != nil || w.Flush() != nil {
+					return
+				}
+				// Should the end have been dropped on the way (a client
+				// slower than a flood of events), the store still knows:
+				// end the stream rather than keep a client waiting forever.
+				lctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				ex, err := s.deps.Store.GetExecution(lctx, p.UserID, id)
+				cancel()
+				if err == nil && persistence.Terminal(ex.Status) {
+					write("end", []byte(`{"status":"`+ex.Status+`"}`))
 					return
 				}
 			case <-done:

@@ -49,6 +49,10 @@ type Config struct {
 	TrustedProxies []string
 	// Auth configures tokens and passwords.
 	Auth AuthConfig
+	// SSEHeartbeat is how often an idle event stream sends a comment
+	// (which finds clients that left) and looks in the store for an end it
+	// may have missed. Default 15 s.
+	SSEHeartbeat time.Duration
 }
 
 // Check is a named dependency probe for /readyz and the health dashboard.
@@ -117,6 +121,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	if deps.Registry == nil {
 		deps.Registry = prometheus.NewRegistry()
+	}
+	if cfg.SSEHeartbeat <= 0 {
+		cfg.SSEHeartbeat = 15 * time.Second
 	}
 	if cfg.BodyLimit == 0 {
 		cfg.BodyLimit = 1 << 20

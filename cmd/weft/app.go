@@ -75,6 +75,7 @@ type Config struct {
 	RateFailClosed bool
 	BcryptCost     int // 0: bcrypt's default
 	LogLevel       string
+	SSEHeartbeat   time.Duration // 0: 15 s
 
 	// AI configures the providers of AI_PROCESSOR nodes: keys, base URLs,
 	// models, routes. cmd fills it from the environment
@@ -430,6 +431,7 @@ func (m *Main) startIngress(ctx context.Context) error {
 		RateIP:         limit,
 		RateUser:       limit,
 		RateFailClosed: m.Config.RateFailClosed,
+		SSEHeartbeat:   m.Config.SSEHeartbeat,
 	}, ingress.Deps{
 		Store:     m.store,
 		Auth:      m.auth,

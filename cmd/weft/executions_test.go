@@ -14,6 +14,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
+
+	"github.com/weftdev/weft/persistence"
 )
 
 // seedWorkflow is the benchmark's shape: INPUT → TRANSFORM → CONDITION →
@@ -213,6 +215,42 @@ func TestExecutionEventsStream(t *testing.T) {
 	require.Equal(t, "snapshot", kinds[0])
 	require.Contains(t, kinds, "completed")
 	require.Equal(t, "end", kinds[len(kinds)-1])
+}
+
+// TestEventsStreamEndsWhenItsEndIsMissed: an end the stream never
+// received (dropped for a slow client) is found in the store at the next
+// heartbeat, and the stream ends instead of idling forever.
+func TestEventsStreamEndsWhenItsEndIsMissed(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *Config) { c.SSEHeartbeat = 100 * time.Millisecond })
+	u := b.register(t)
+	wf := b.workflow(t, u, seedWorkflow())
+	b.main.engine.Stop()
+	res := b.call(t, "POST", "/api/executions", u.Token, map[string]any{"workflowId": wf, "inputs": map[string]any{"text": "sse"}})
+	id := res.Body["id"].(string)
+	req, err := http.NewRequest("GET", b.url+"/api/executions/"+id+"/events", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+u.Token)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+
+	// Ended behind the stream's back: recorded, never announced.
+	_, err = b.main.store.ApplyExecution(context.Background(), persistence.ExecutionUpdate{ID: id,
+		Finish: &persistence.Finish{Status: persistence.StatusCancelled, At: time.Now()}})
+	require.NoError(t, err)
+	start := time.Now()
+	var lines []string
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if sc.Text() == "event: end" && sc.Scan() {
+			lines = append(lines, sc.Text())
+			break
+		}
+	}
+	require.Equal(t, `data: {"status":"cancelled"}`, lines[len(lines)-1], strings.Join(lines, "\n"))
+	require.Less(t, time.Since(start), 5*time.Second)
 }
 
 // natsClient connects to the dev process's NATS as a direct publisher would.
