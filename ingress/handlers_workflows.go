@@ -69,11 +69,12 @@ func (s *Server) updateWorkflow(c *fiber.Ctx) error {
 		ID: c.Params("id"), UserID: principal(c).UserID, Name: def.Name, Description: def.Description,
 		Definition: raw, UpdatedAt: s.deps.Now().UTC(),
 	}
-	err = s.deps.Store.UpdateWorkflow(c.UserContext(), w)
-	s.wfCache.changed(c.UserContext(), w.ID)
-	if err != nil {
+	if err := s.deps.Store.UpdateWorkflow(c.UserContext(), w); err != nil {
 		return err
 	}
+	// Only a change made is announced: a caller cannot evict another
+	// user's workflow from every cache by naming it.
+	s.wfCache.changed(c.UserContext(), w.ID)
 	return s.sendWorkflow(c, fiber.StatusOK, w)
 }
 
@@ -98,11 +99,10 @@ func (s *Server) getWorkflowVersion(c *fiber.Ctx) error {
 }
 
 func (s *Server) deleteWorkflow(c *fiber.Ctx) error {
-	err := s.deps.Store.DeleteWorkflow(c.UserContext(), principal(c).UserID, c.Params("id"))
-	s.wfCache.changed(c.UserContext(), c.Params("id"))
-	if err != nil {
+	if err := s.deps.Store.DeleteWorkflow(c.UserContext(), principal(c).UserID, c.Params("id")); err != nil {
 		return err
 	}
+	s.wfCache.changed(c.UserContext(), c.Params("id"))
 	return c.SendStatus(fiber.StatusNoContent)
 }
 

@@ -2,7 +2,6 @@ package ingress
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"time"
 
@@ -21,6 +20,12 @@ const subjectWorkflowChanged = "weft.cache.workflow"
 // workflowCacheTTL is how long Redis keeps a workflow definition.
 const workflowCacheTTL = 30 * time.Minute
 
+// localTTL bounds how long a process uses its own copy without looking
+// again: changes are announced over core NATS, at most once, and a process
+// that missed one (say, while reconnecting) must not run an old version
+// for long.
+const localTTL = 30 * time.Second
+
 // workflowCache keeps the latest version of hot workflows for the
 // submission path, in two layers: in process (no round trip at all) and in
 // Redis for 30 minutes (shared by every ingress replica), with the store as
@@ -31,20 +36,30 @@ const workflowCacheTTL = 30 * time.Minute
 // An update or delete drops the entry here, deletes it from Redis, and
 // tells every process over NATS to drop theirs. A load that raced with a
 // change must not cache what it read: a generation per workflow, bumped by
-// every change, is checked before caching; and a process that wrote Redis
+// every change, is checked before caching (and after writing Redis, which
+// is undone if a change came meanwhile); and a process that wrote Redis
 // shortly before it hears of a change deletes the key again, in case its
-// write landed after the changer's delete.
+// write landed after the changer's delete. A copy in process is used for
+// localTTL at most.
 type workflowCache struct {
 	store persistence.Store
 	redis *redis.Cache // nil: no Redis layer
 	nc    *nats.Conn
-	lru   *lru.Cache[string, *persistence.Workflow]
+	lru   *lru.Cache[string, localWorkflow]
 	sub   *nats.Subscription
 	group singleflight.Group
+	now   func() time.Time
 
 	mu      sync.Mutex
-	gen     map[string]uint64    // bumped on every change of a workflow
+	gen     map[string]uint64    // of workflows being loaded: bumped on every change
+	loading map[string]int       // loads in flight per workflow
 	written map[string]time.Time // when this process last wrote a workflow to Redis
+}
+
+// localWorkflow is a copy in process and when it was taken.
+type localWorkflow struct {
+	w  *persistence.Workflow
+	at time.Time
 }
 
 // rewriteWindow is how long after writing a workflow to Redis a process
@@ -53,11 +68,12 @@ type workflowCache struct {
 const rewriteWindow = 5 * time.Second
 
 func newWorkflowCache(store persistence.Store, cache *redis.Cache, nc *nats.Conn) (*workflowCache, error) {
-	l, err := lru.New[string, *persistence.Workflow](10_000)
+	l, err := lru.New[string, localWorkflow](10_000)
 	if err != nil {
 		return nil, err
 	}
-	c := &workflowCache{store: store, redis: cache, nc: nc, lru: l, gen: map[string]uint64{}, written: map[string]time.Time{}}
+	c := &workflowCache{store: store, redis: cache, nc: nc, lru: l, now: time.Now,
+		gen: map[string]uint64{}, loading: map[string]int{}, written: map[string]time.Time{}}
 	if c.sub, err = nc.Subscribe(subjectWorkflowChanged, func(m *nats.Msg) { c.heard(string(m.Data)) }); err != nil {
 		return nil, err
 	}
@@ -71,8 +87,8 @@ func redisWorkflowKey(id string) string { return "wf:" + id }
 // get returns the latest live version of a user's workflow. Another
 // user's workflow is not found, whichever layer holds it.
 func (c *workflowCache) get(ctx context.Context, userID, id string) (*persistence.Workflow, error) {
-	if w, ok := c.lru.Get(id); ok && w.UserID == userID {
-		return w, nil
+	if e, ok := c.lru.Get(id); ok && e.w.UserID == userID && c.now().Sub(e.at) < localTTL {
+		return e.w, nil
 	}
 	v, err, _ := c.group.Do(userID+"\x00"+id, func() (any, error) {
 		// Detached from the first caller: its cancel must not fail the
@@ -88,7 +104,16 @@ func (c *workflowCache) get(ctx context.Context, userID, id string) (*persistenc
 func (c *workflowCache) load(ctx context.Context, userID, id string) (*persistence.Workflow, error) {
 	c.mu.Lock()
 	gen := c.gen[id]
+	c.loading[id]++
 	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		if c.loading[id]--; c.loading[id] == 0 {
+			delete(c.loading, id)
+			delete(c.gen, id) // nothing in flight can compare with it any more
+		}
+		c.mu.Unlock()
+	}()
 	if c.redis != nil {
 		var w persistence.Workflow
 		if ok, _ := c.redis.Get(ctx, redisWorkflowKey(id), &w); ok && w.UserID == userID {
@@ -107,18 +132,29 @@ func (c *workflowCache) load(ctx context.Context, userID, id string) (*persisten
 // keep caches w unless the workflow changed since the load began.
 func (c *workflowCache) keep(id string, gen uint64, w *persistence.Workflow, toRedis bool) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.gen[id] != gen {
+		c.mu.Unlock()
 		return
 	}
-	c.lru.Add(id, w)
+	c.lru.Add(id, localWorkflow{w: w, at: c.now()})
 	if toRedis && c.redis != nil {
-		c.written[id] = time.Now()
-		// Under the lock, so a change heard meanwhile waits for it and
-		// then deletes it (see heard).
-		if err := c.redis.Set(context.Background(), redisWorkflowKey(id), w, workflowCacheTTL); err != nil && !errors.Is(err, redis.ErrDown) {
-			delete(c.written, id)
-		}
+		c.written[id] = time.Now() // so that a change heard from now on deletes it again
+	}
+	c.mu.Unlock()
+	if !toRedis || c.redis == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := c.redis.Set(ctx, redisWorkflowKey(id), w, workflowCacheTTL); err != nil {
+		return
+	}
+	c.mu.Lock()
+	changed := c.gen[id] != gen
+	c.mu.Unlock()
+	if changed {
+		// A change came while writing: what was written may be old.
+		_ = c.redis.Del(ctx, redisWorkflowKey(id))
 	}
 }
 
@@ -151,7 +187,9 @@ func (c *workflowCache) heard(id string) {
 
 func (c *workflowCache) drop(id string) {
 	c.mu.Lock()
-	c.gen[id]++
+	if c.loading[id] > 0 {
+		c.gen[id]++
+	}
 	c.lru.Remove(id)
 	// Entries older than the window are of no more use.
 	for k, at := range c.written {

@@ -111,6 +111,20 @@ func TestWorkflowCacheLayers(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, "v2", cached.Name, "Redis holds the new version")
 
+	// A change announced to nobody (the message lost): the copy in
+	// process is given up after localTTL, and Redis, which the changer
+	// cleared, has the new version.
+	w.Name, w.UpdatedAt = "v3", time.Now()
+	require.NoError(t, db.UpdateWorkflow(ctx, w))
+	require.NoError(t, redis.NewCache(rdb, prefix).Del(ctx, redisWorkflowKey(w.ID)))
+	got, err = b.get(ctx, "01ann", w.ID)
+	require.NoError(t, err)
+	require.Equal(t, "v2", got.Name, "within localTTL the process keeps its copy")
+	b.now = func() time.Time { return time.Now().Add(localTTL + time.Second) }
+	got, err = b.get(ctx, "01ann", w.ID)
+	require.NoError(t, err)
+	require.Equal(t, "v3", got.Name, "past localTTL it looks again")
+
 	// Deleted: gone from every layer.
 	require.NoError(t, db.DeleteWorkflow(ctx, "01ann", w.ID))
 	b.changed(ctx, w.ID)
