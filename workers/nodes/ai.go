@@ -6,7 +6,6 @@ import (
 	"errors"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/weftdev/weft/providers"
@@ -34,8 +33,8 @@ type AIRouter interface {
 	Complete(ctx context.Context, req providers.Request) (*providers.Result, error)
 }
 
-// AIConfig is the process-wide setting of AI_PROCESSOR; cmd builds it, as
-// this package reads no environment.
+// AIConfig is how an AI_PROCESSOR runner works; cmd builds it, as this
+// package reads no environment.
 type AIConfig struct {
 	// Router answers the requests; nil fails every AI_PROCESSOR node with
 	// ai_not_configured.
@@ -52,24 +51,12 @@ type AIConfig struct {
 
 type aiNode struct{ cfg AIConfig }
 
-// currentAI is the runner behind the registered AI_PROCESSOR spec;
-// ConfigureAI swaps it atomically so no map write races the engine.
-var currentAI atomic.Pointer[aiNode]
+// The registered AI_PROCESSOR runner has no router: an engine runs the
+// type with its own (workers.Config.Runners, from NewAI), built on its
+// Redis.
+func init() { Register(flow.TypeAIProcessor, NewAI(AIConfig{})) }
 
-func init() {
-	currentAI.Store(newAINode(AIConfig{}))
-	Register(flow.TypeAIProcessor, Spec{Runner: RunnerFunc(func(ctx context.Context, in Input) (any, error) {
-		return currentAI.Load().Run(ctx, in)
-	})})
-}
-
-// ConfigureAI sets the config of the registered AI_PROCESSOR node; cmd
-// calls it at startup with the router it built. Calls already running
-// finish under the old config.
-func ConfigureAI(cfg AIConfig) { currentAI.Store(newAINode(cfg)) }
-
-// NewAI returns an AI_PROCESSOR spec for cfg, for callers that register or
-// Replace node types themselves.
+// NewAI returns an AI_PROCESSOR spec for cfg.
 func NewAI(cfg AIConfig) Spec { return Spec{Runner: newAINode(cfg)} }
 
 func newAINode(cfg AIConfig) *aiNode {

@@ -259,9 +259,10 @@ func TestAICache(t *testing.T) {
 	require.EqualValues(t, 2, primary.calls.Load(), "off by default")
 }
 
-// TestConfigureAI swaps the registered runner; it touches the registry's
-// runner, so it does not run in parallel with others doing so.
-func TestConfigureAI(t *testing.T) {
+// TestAIRegistered: the registered runner has no router and fails every
+// run permanently; NewAI makes one with a router.
+func TestAIRegistered(t *testing.T) {
+	t.Parallel()
 	spec, ok := Lookup(flow.TypeAIProcessor)
 	require.True(t, ok)
 	require.False(t, spec.Pure)
@@ -270,13 +271,8 @@ func TestConfigureAI(t *testing.T) {
 	requireNodeError(t, err, providers.CodeNotConfigured, false)
 
 	primary, backup := newAIFake(t), newAIFake(t)
-	ConfigureAI(AIConfig{Router: aiRouter(t, primary, backup, true)})
-	t.Cleanup(func() { ConfigureAI(AIConfig{}) })
-	out, err := spec.Runner.Run(context.Background(), in)
+	out, err := NewAI(AIConfig{Router: aiRouter(t, primary, backup, true)}).Runner.Run(context.Background(), in)
 	require.NoError(t, err)
 	require.Equal(t, "groq", out.(map[string]any)["provider"])
-
-	out, err = NewAI(AIConfig{Router: aiRouter(t, primary, backup, true)}).Runner.Run(context.Background(), in)
-	require.NoError(t, err)
 	require.Equal(t, "answer", out.(map[string]any)["text"])
 }

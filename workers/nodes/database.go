@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"sync/atomic"
 	"time"
 
 	"github.com/weftdev/weft/events"
@@ -42,7 +41,7 @@ type DataStore interface {
 	Data(ctx context.Context, req persistence.DataRequest) (*persistence.DataResult, error)
 }
 
-// DatabaseConfig is the process-wide setting of DATABASE.
+// DatabaseConfig is how a DATABASE runner works: its store and limits.
 type DatabaseConfig struct {
 	// Store runs the operations; nil leaves DATABASE unconfigured.
 	Store DataStore
@@ -59,24 +58,12 @@ type DatabaseConfig struct {
 // dbNode is one configured DATABASE runner.
 type dbNode struct{ cfg DatabaseConfig }
 
-// currentDB is the runner behind the registered DATABASE spec;
-// ConfigureDatabase swaps it atomically so no map write races the engine.
-var currentDB atomic.Pointer[dbNode]
+// The registered DATABASE runner has no store: an engine runs the type
+// with its own (workers.Config.Runners, from NewDatabase), as the store is
+// the engine's, not the process's.
+func init() { Register(flow.TypeDatabase, NewDatabase(DatabaseConfig{})) }
 
-func init() {
-	currentDB.Store(newDBNode(DatabaseConfig{}))
-	Register(flow.TypeDatabase, Spec{Runner: RunnerFunc(func(ctx context.Context, in Input) (any, error) {
-		return currentDB.Load().Run(ctx, in)
-	})})
-}
-
-// ConfigureDatabase sets the store and limits of the registered DATABASE
-// node; cmd calls it at startup with the process's store. Operations
-// already running finish under the old config.
-func ConfigureDatabase(cfg DatabaseConfig) { currentDB.Store(newDBNode(cfg)) }
-
-// NewDatabase returns a DATABASE spec for cfg, for callers that register or
-// Replace node types themselves.
+// NewDatabase returns a DATABASE spec for cfg.
 func NewDatabase(cfg DatabaseConfig) Spec { return Spec{Runner: newDBNode(cfg)} }
 
 func newDBNode(cfg DatabaseConfig) *dbNode {

@@ -189,24 +189,21 @@ func TestDatabaseTimeout(t *testing.T) {
 	require.Equal(t, "cancelled", Classify(err).Code)
 }
 
-// TestDatabaseRegistered checks the registered spec: unconfigured it fails
-// every run permanently; ConfigureDatabase swaps the store in.
+// TestDatabaseRegistered checks the registered spec: without a store it
+// fails every run permanently; NewDatabase makes one with a store.
 func TestDatabaseRegistered(t *testing.T) {
+	t.Parallel()
 	spec, ok := Lookup(flow.TypeDatabase)
 	require.True(t, ok)
 	require.False(t, spec.Pure, "DATABASE has side effects and runs from a task")
 	n, _ := compileDB(t, `{"operation":"count","collection":"c"}`)
 	in := Input{Node: n, UserID: "u1", IdempotencyKey: "ex1:db"}
 
-	old := currentDB.Load()
-	t.Cleanup(func() { currentDB.Store(old) })
-	ConfigureDatabase(DatabaseConfig{})
 	_, err := spec.Runner.Run(t.Context(), in)
 	requireNodeError(t, err, "db_unconfigured", false)
 
 	b := setupDB(t, DatabaseConfig{})
-	ConfigureDatabase(DatabaseConfig{Store: b.store})
-	out, err := spec.Runner.Run(t.Context(), in)
+	out, err := NewDatabase(DatabaseConfig{Store: b.store}).Runner.Run(t.Context(), in)
 	require.NoError(t, err)
 	require.Equal(t, map[string]any{"count": int64(0)}, out)
 }
