@@ -62,22 +62,51 @@ func (m *meta) get() time.Duration {
 }
 
 // metaTransport records Retry-After into the request context's meta, since
-// go-openai's errors carry the status but not the headers.
+// go-openai's errors carry the status but not the headers, and caps the
+// body of every response but a stream's at maxBody bytes (a stream's text
+// is capped as it is read). Whether it is a stream is the request's word,
+// not the server's.
 type metaTransport struct {
-	base http.RoundTripper
-	now  func() time.Time
+	base    http.RoundTripper
+	now     func() time.Time
+	maxBody int64
 }
 
 func (t *metaTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.base.RoundTrip(req)
-	if err == nil && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500) {
+	if err != nil {
+		return resp, err
+	}
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {
 		if m, ok := req.Context().Value(metaKey{}).(*meta); ok {
 			m.mu.Lock()
 			m.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), t.now())
 			m.mu.Unlock()
 		}
 	}
-	return resp, err
+	if req.Header.Get("Accept") != "text/event-stream" {
+		resp.Body = &cappedBody{ReadCloser: resp.Body, limit: t.maxBody}
+	}
+	return resp, nil
+}
+
+// cappedBody fails a read past limit bytes with tooLarge.
+type cappedBody struct {
+	io.ReadCloser
+	limit, read int64
+}
+
+func (b *cappedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if b.read += int64(n); b.read > b.limit {
+		return 0, tooLarge(b.limit)
+	}
+	return n, err
+}
+
+// tooLarge is the failure of an answer past Config.MaxAnswerBytes.
+func tooLarge(limit int64) *callError {
+	return &callError{kind: KindMalformed, msg: fmt.Sprintf("the answer is larger than %d bytes", limit)}
 }
 
 // chatBackend speaks the OpenAI chat-completions API, which every provider
@@ -86,13 +115,15 @@ func (t *metaTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 type chatBackend struct {
 	client *openai.Client
 	model  string
+	// maxText caps a streamed answer's text.
+	maxText int64
 }
 
-func newChatBackend(baseURL, model string, key Secret, hc *http.Client) *chatBackend {
+func newChatBackend(baseURL, model string, key Secret, hc *http.Client, maxText int64) *chatBackend {
 	cfg := openai.DefaultConfig(string(key))
 	cfg.BaseURL = strings.TrimRight(baseURL, "/")
 	cfg.HTTPClient = hc
-	return &chatBackend{client: openai.NewClientWithConfig(cfg), model: model}
+	return &chatBackend{client: openai.NewClientWithConfig(cfg), model: model, maxText: maxText}
 }
 
 func (b *chatBackend) request(c call) openai.ChatCompletionRequest {
@@ -159,6 +190,12 @@ func (b *chatBackend) stream(ctx context.Context, req openai.ChatCompletionReque
 		chunks++
 		for _, ch := range resp.Choices {
 			if d := ch.Delta.Content; d != "" {
+				if int64(out.Len()+len(d)) > b.maxText {
+					if emitted {
+						return reply{}, &streamBroken{err: tooLarge(b.maxText)}
+					}
+					return reply{}, tooLarge(b.maxText)
+				}
 				out.WriteString(d)
 				emitted = true
 				onToken(d)
@@ -189,10 +226,10 @@ type hfBackend struct {
 	model   string
 	key     Secret
 	hc      *http.Client
+	// redact takes keys out of the answer's text before it is quoted (and
+	// cut) in a message: the server may echo the key it was sent.
+	redact func(string) string
 }
-
-// maxClassifyBody caps a classification answer: a list of labels is small.
-const maxClassifyBody = 1 << 20
 
 func (b *hfBackend) do(ctx context.Context, c call) (reply, error) {
 	if !c.classify {
@@ -211,7 +248,7 @@ func (b *hfBackend) do(ctx context.Context, c call) (reply, error) {
 		return reply{}, err
 	}
 	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxClassifyBody))
+	raw, err := io.ReadAll(resp.Body) // the transport caps it
 	if err != nil {
 		return reply{}, err
 	}
@@ -219,15 +256,15 @@ func (b *hfBackend) do(ctx context.Context, c call) (reply, error) {
 		var e struct {
 			Error any `json:"error"`
 		}
-		msg := snippet(raw)
+		text := string(raw)
 		if json.Unmarshal(raw, &e) == nil && e.Error != nil {
-			msg = fmt.Sprint(e.Error)
+			text = fmt.Sprint(e.Error)
 		}
-		return reply{}, statusError(resp.StatusCode, msg, parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()))
+		return reply{}, statusError(resp.StatusCode, snippet([]byte(b.redact(text))), parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()))
 	}
 	scores, err := parseClassification(raw)
 	if err != nil {
-		return reply{}, &callError{kind: KindMalformed, msg: err.Error()}
+		return reply{}, &callError{kind: KindMalformed, msg: err.Error() + ": " + snippet([]byte(b.redact(string(raw))))}
 	}
 	return reply{scores: scores}, nil
 }
@@ -250,5 +287,5 @@ func parseClassification(raw []byte) ([]LabelScore, error) {
 	if err := json.Unmarshal(raw, &flat); err == nil && len(flat) > 0 && flat[0].Label != "" {
 		return flat, nil
 	}
-	return nil, errors.New("the classification answer is not a list of labels and scores: " + snippet(raw))
+	return nil, errors.New("the classification answer is not a list of labels and scores")
 }

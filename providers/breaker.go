@@ -86,6 +86,8 @@ func (b *breaker) sharedState(ctx context.Context) string {
 	}
 	b.mu.Unlock()
 
+	ctx, cancel := b.redis.ctx(ctx)
+	defer cancel()
 	var open, tripped *goredis.IntCmd
 	_, err := rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		open = p.Exists(ctx, b.openKey)
@@ -116,7 +118,11 @@ func (b *breaker) remember(s string) {
 // with the call's outcome: nil for a healthy answer, a non-nil error for a
 // failure that speaks of the provider's health, context.Canceled for one
 // that does not count.
-func (b *breaker) allow(ctx context.Context) (done func(failure error), err error) {
+func (b *breaker) allow(parent context.Context) (done func(failure error), err error) {
+	// Redis commands run on a context of their own: the caller's may be the
+	// one that runs out, and the verdict must still be shared.
+	ctx, cancel := b.redis.ctx(parent)
+	defer cancel()
 	probe := false
 	switch b.sharedState(ctx) {
 	case CircuitOpen:
@@ -142,9 +148,7 @@ func (b *breaker) allow(ctx context.Context) (done func(failure error), err erro
 	}
 	return func(failure error) {
 		localDone(failure)
-		// Redis writes use a context of their own: the caller's may be the
-		// one that just ran out, and the verdict must still be shared.
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		wctx, cancel := b.redis.ctx(parent)
 		defer cancel()
 		counted := failure != nil && !errors.Is(failure, context.Canceled)
 		switch {

@@ -166,6 +166,11 @@ type Config struct {
 	LatencyWindow int
 	// KeyPrefix starts every Redis key the router writes. Default "weft:".
 	KeyPrefix string
+	// MaxAnswerBytes caps a provider's answer: the text of a streamed
+	// answer, and the body of every other response. A larger answer is
+	// malformed, so the backup is asked; a stream that outgrows it after
+	// its first tokens is interrupted. Default 1 MiB.
+	MaxAnswerBytes int64
 
 	// envErrs are the environment's values ConfigFromEnv could not read;
 	// Validate reports them.
@@ -215,6 +220,7 @@ func DefaultConfig() Config {
 		UsageRetention: 90 * 24 * time.Hour,
 		LatencyWindow:  100,
 		KeyPrefix:      "weft:",
+		MaxAnswerBytes: 1 << 20,
 	}
 }
 
@@ -353,6 +359,9 @@ func (c Config) withDefaults() Config {
 	if c.KeyPrefix == "" {
 		c.KeyPrefix = d.KeyPrefix
 	}
+	if c.MaxAnswerBytes <= 0 {
+		c.MaxAnswerBytes = d.MaxAnswerBytes
+	}
 	return c
 }
 
@@ -409,8 +418,8 @@ func (c Config) Validate() error {
 		c.UsageRetention < 0 || c.Breaker.OpenFor < 0 || c.Breaker.StateCacheFor < 0 {
 		errs = append(errs, errors.New("durations must not be negative"))
 	}
-	if c.MaxAttempts < 0 || c.LatencyWindow < 0 {
-		errs = append(errs, errors.New("maxAttempts and latencyWindow must not be negative"))
+	if c.MaxAttempts < 0 || c.LatencyWindow < 0 || c.MaxAnswerBytes < 0 {
+		errs = append(errs, errors.New("maxAttempts, latencyWindow and maxAnswerBytes must not be negative"))
 	}
 	return errors.Join(errs...)
 }

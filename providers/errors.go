@@ -108,7 +108,8 @@ func (e *callError) breakerFailure() bool {
 }
 
 // classify turns what a backend returned into a callError. attemptCtx is
-// the attempt's context: its deadline passing is the provider's slowness.
+// the attempt's context: its ending is a timeout (whose fault, the
+// attempt's own timeout or the caller's, attempt decides).
 func classify(attemptCtx context.Context, err error, retryAfter time.Duration, redact func(string) string) *callError {
 	var sb *streamBroken
 	if errors.As(err, &sb) {
@@ -118,7 +119,10 @@ func classify(attemptCtx context.Context, err error, retryAfter time.Duration, r
 	}
 	var ce *callError
 	if errors.As(err, &ce) {
-		return ce
+		// A backend's message may quote the provider's answer.
+		out := *ce
+		out.msg = redact(out.msg)
+		return &out
 	}
 	if attemptCtx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
 		return &callError{kind: KindTimeout, msg: "no answer in time"}
@@ -129,7 +133,7 @@ func classify(attemptCtx context.Context, err error, retryAfter time.Duration, r
 	}
 	var reqErr *openai.RequestError
 	if errors.As(err, &reqErr) && reqErr.HTTPStatusCode > 0 {
-		return statusError(reqErr.HTTPStatusCode, redact(snippet(reqErr.Body)), retryAfter)
+		return statusError(reqErr.HTTPStatusCode, snippet([]byte(redact(string(reqErr.Body)))), retryAfter)
 	}
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError

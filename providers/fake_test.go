@@ -38,6 +38,8 @@ const (
 	modeGarbage = "garbage" // 200 with a body that is not JSON
 	modeBad     = "bad"     // 400
 	modeAuth    = "auth"    // 401, echoing the key
+	modeEcho    = "echo"    // 200 with a body that is not JSON, echoing the key
+	modeFlood   = "flood"   // a stream of deltas that never ends
 )
 
 // fake is a provider speaking the OpenAI chat-completions wire format
@@ -53,6 +55,7 @@ type fake struct {
 	text       string
 	deltas     []string
 	labels     string // raw classification JSON
+	delay      time.Duration
 	calls      int
 	bodies     []map[string]any
 	stop       chan struct{}
@@ -102,8 +105,18 @@ func (f *fake) serve(w http.ResponseWriter, r *http.Request) {
 	if m, ok := f.modeAfter[n]; ok {
 		mode = m
 	}
-	retryAfter, text, deltas, labels := f.retryAfter, f.text, f.deltas, f.labels
+	retryAfter, text, deltas, labels, delay := f.retryAfter, f.text, f.deltas, f.labels, f.delay
 	f.mu.Unlock()
+
+	if delay > 0 {
+		select {
+		case <-time.After(delay):
+		case <-r.Context().Done():
+			return
+		case <-f.stop:
+			return
+		}
+	}
 
 	if !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") {
 		http.Error(w, `{"error":{"message":"no key"}}`, http.StatusUnauthorized)
@@ -137,6 +150,26 @@ func (f *fake) serve(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusUnauthorized)
 		_, _ = fmt.Fprintf(w, `{"error":{"message":"invalid key %s"}}`, strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
 		return
+	case modeEcho:
+		_, _ = fmt.Fprintf(w, "unexpected request with %s", r.Header.Get("Authorization"))
+		return
+	case modeFlood:
+		w.Header().Set("Content-Type", "text/event-stream")
+		chunk, _ := json.Marshal(map[string]any{"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": body["model"],
+			"choices": []any{map[string]any{"index": 0, "delta": map[string]any{"content": strings.Repeat("x", 256)}, "finish_reason": nil}}})
+		for {
+			if _, err := fmt.Fprintf(w, "data: %s\n\n", chunk); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-f.stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
 	}
 
 	switch {

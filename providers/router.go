@@ -174,7 +174,7 @@ func New(cfg Config, opts Options) (*Router, error) {
 	}
 	r.transport = base
 	r.redis = &redisGate{rdb: opts.Redis, now: r.now}
-	hc := &http.Client{Transport: &metaTransport{base: base, now: r.now}}
+	hc := &http.Client{Transport: &metaTransport{base: base, now: r.now, maxBody: cfg.MaxAnswerBytes}}
 	r.ledger = &ledger{redis: r.redis, prefix: cfg.KeyPrefix, window: cfg.LatencyWindow, retention: cfg.UsageRetention, now: r.now}
 	for _, name := range Names {
 		pc, ok := cfg.Providers[name]
@@ -186,10 +186,10 @@ func New(cfg Config, opts Options) (*Router, error) {
 			if len(pc.APIKey) >= 4 {
 				r.secrets = append(r.secrets, string(pc.APIKey))
 			}
-			chat := newChatBackend(pc.BaseURL, pc.Model, pc.APIKey, hc)
+			chat := newChatBackend(pc.BaseURL, pc.Model, pc.APIKey, hc, cfg.MaxAnswerBytes)
 			if name == HuggingFace {
-				p.be = &hfBackend{chat: newChatBackend(pc.ChatBaseURL, pc.ChatModel, pc.APIKey, hc),
-					baseURL: strings.TrimRight(pc.BaseURL, "/"), model: pc.Model, key: pc.APIKey, hc: hc}
+				p.be = &hfBackend{chat: newChatBackend(pc.ChatBaseURL, pc.ChatModel, pc.APIKey, hc, cfg.MaxAnswerBytes),
+					baseURL: strings.TrimRight(pc.BaseURL, "/"), model: pc.Model, key: pc.APIKey, hc: hc, redact: r.redact}
 			} else {
 				p.be = chat
 			}
@@ -400,19 +400,26 @@ func (r *Router) tryProvider(ctx, phase context.Context, p *provider, req Reques
 	}
 }
 
+// errAttemptTimeout is the cause of an attempt's own timeout.
+var errAttemptTimeout = errors.New("the attempt timed out")
+
 // attempt makes one call: through the circuit breaker and the quota, with
 // its own timeout, recorded in the ledger.
 func (r *Router) attempt(ctx, phase context.Context, p *provider, c call, userID string, sentiment bool) (*Result, *callError) {
+	if phase.Err() != nil {
+		// No time is left: nothing is asked, reserved or counted.
+		return nil, &callError{kind: KindTimeout, msg: "no time was left to ask it"}
+	}
 	done, err := p.br.allow(phase)
 	if err != nil {
 		return nil, &callError{kind: KindCircuitOpen, msg: "skipped: its circuit is open after recent failures"}
 	}
-	release, err := r.ledger.reserve(phase, p.name, p.cfg)
+	h, err := r.ledger.reserve(phase, p.name, p.cfg, tokenEstimate(c))
 	if err != nil {
 		done(context.Canceled)
 		return nil, &callError{kind: KindQuota, msg: "skipped: its daily quota is spent"}
 	}
-	actx, cancel := context.WithTimeout(phase, r.cfg.AttemptTimeout)
+	actx, cancel := context.WithTimeoutCause(phase, r.cfg.AttemptTimeout, errAttemptTimeout)
 	defer cancel()
 	actx, m := withMeta(actx)
 	t0 := time.Now()
@@ -447,8 +454,11 @@ func (r *Router) attempt(ctx, phase context.Context, p *provider, c call, userID
 	switch {
 	case ce == nil:
 		done(nil)
-	case ctx.Err() != nil && errors.Is(ctx.Err(), context.Canceled):
-		done(context.Canceled) // the caller left: says nothing of the provider
+	case actx.Err() != nil && !errors.Is(context.Cause(actx), errAttemptTimeout):
+		// The caller left or ran out of time, or the primary's share of it
+		// ran out: that says nothing of the provider. Only the attempt's own
+		// timeout does.
+		done(context.Canceled)
 	case ce.breakerFailure():
 		done(ce)
 	default:
@@ -457,15 +467,15 @@ func (r *Router) attempt(ctx, phase context.Context, p *provider, c call, userID
 	if ce != nil {
 		switch ce.kind {
 		case KindRateLimited, KindBadRequest, KindAuth:
-			release() // refused, so not spent
+			r.ledger.release(ctx, h) // refused, so not spent
 		}
-		r.ledger.record(ctx, outcome{provider: p.name, userID: userID, failed: true, latency: latency})
+		r.ledger.record(ctx, outcome{provider: p.name, userID: userID, failed: true, latency: latency, hold: h})
 		return nil, ce
 	}
 	res.Usage = Usage{PromptTokens: rep.promptTokens, CompletionTokens: rep.completionTokens}
 	res.Usage.TotalTokens = res.Usage.PromptTokens + res.Usage.CompletionTokens
 	res.Usage.CostUSD = roundCost(p.cfg.Price.Cost(res.Usage.PromptTokens, res.Usage.CompletionTokens))
-	r.ledger.record(ctx, outcome{provider: p.name, userID: userID, latency: latency, usage: res.Usage})
+	r.ledger.record(ctx, outcome{provider: p.name, userID: userID, latency: latency, usage: res.Usage, hold: h})
 	return res, nil
 }
 
@@ -486,6 +496,8 @@ func (r *Router) cached(ctx context.Context, key string) *Result {
 	if rdb == nil {
 		return nil
 	}
+	ctx, cancel := r.redis.ctx(ctx)
+	defer cancel()
 	raw, err := rdb.Get(ctx, key).Bytes()
 	if r.redis.check(err); err != nil {
 		return nil
@@ -502,12 +514,12 @@ func (r *Router) store(ctx context.Context, key string, res *Result) {
 	if err != nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-	defer cancel()
 	rdb := r.redis.client()
 	if rdb == nil {
 		return
 	}
+	ctx, cancel := r.redis.ctx(ctx)
+	defer cancel()
 	if err := rdb.Set(ctx, key, raw, r.cfg.CacheTTL).Err(); err != nil {
 		r.redis.check(err)
 		r.log.Warn("AI cache write failed", "error", err)

@@ -317,8 +317,10 @@ func TestHalfOpenLetsOneProbeThrough(t *testing.T) {
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return b.router.Status(context.Background()).Providers[0].Circuit == CircuitHalfOpen }, 5*time.Second, 20*time.Millisecond)
 
-	// Many processes at once: exactly one probes the stalled provider.
+	// Many processes at once: exactly one probes the stalled provider, and
+	// its own attempt timeout (not the caller's deadline) fails it.
 	b.fakes[Gemini].set(func(f *fake) { f.mode = modeStall })
+	b.cfg.AttemptTimeout = 300 * time.Millisecond
 	var wg sync.WaitGroup
 	for range 5 {
 		r := b.newRouter(t)
@@ -565,4 +567,170 @@ func TestRedisDownStillAnswers(t *testing.T) {
 		require.Equal(t, Groq, res.Provider)
 	}
 	require.Equal(t, CircuitClosed, r.Status(context.Background()).Providers[1].Circuit)
+}
+
+// A caller whose deadline has passed must not switch the quota off for
+// everyone: it used to pause Redis, and with it every quota.
+func TestExpiredCallerKeepsQuotasOn(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *Config) {
+		p := c.Providers[Groq]
+		p.DailyRequests = 2
+		c.Providers[Groq] = p
+	})
+	expired, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	answered := 0
+	for i := range 10 {
+		_, err := b.router.Complete(expired, Request{TaskType: TaskQuickDecision, Provider: Groq, Prompt: fmt.Sprint("late ", i), Cache: true, UserID: "u"})
+		requireCode(t, err, CodeTimeout)
+		res, err := b.router.Complete(ctxTimeout(t, 10*time.Second), Request{TaskType: TaskQuickDecision, Provider: Groq, Prompt: fmt.Sprint("hi ", i)})
+		if err == nil {
+			require.Equal(t, Groq, res.Provider)
+			answered++
+		} else {
+			requireCode(t, err, CodeQuotaExceeded)
+		}
+	}
+	require.Equal(t, 2, answered)
+	require.Equal(t, 2, b.fakes[Groq].count())
+}
+
+// The ledger's commands run on a context of their own: a caller's deadline
+// neither loses the count nor pauses Redis.
+func TestReserveOutlivesTheCaller(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	expired, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	cfg := ProviderConfig{DailyRequests: 1}
+	_, err := b.router.ledger.reserve(expired, Groq, cfg, 0)
+	require.NoError(t, err)
+	require.NotNil(t, b.router.redis.client(), "a caller's deadline does not pause Redis")
+	_, err = b.router.ledger.reserve(context.Background(), Groq, cfg, 0)
+	require.ErrorIs(t, err, errOverQuota, "the expired caller's request was counted")
+
+	g := &redisGate{rdb: b.rdb, now: time.Now}
+	g.check(context.Canceled)
+	require.NotNil(t, g.client(), "a cancelled context is not a Redis failure")
+}
+
+// Callers whose deadlines are shorter than a healthy provider's answer say
+// nothing of its health: the circuit stays closed for everyone else.
+func TestImpatientCallersDoNotOpenTheCircuit(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, n := range []string{Gemini, Qwen} {
+		b.fakes[n].set(func(f *fake) { f.delay = 50 * time.Millisecond })
+	}
+	req := Request{TaskType: TaskContentGeneration, Prompt: "hi"}
+	for range 5 {
+		_, err := b.router.Complete(ctxTimeout(t, 20*time.Millisecond), req)
+		requireCode(t, err, CodeTimeout)
+	}
+	for _, p := range b.newRouter(t).Status(context.Background()).Providers {
+		require.Equal(t, CircuitClosed, p.Circuit, p.Name)
+	}
+	res, err := b.router.Complete(ctxTimeout(t, 10*time.Second), req)
+	require.NoError(t, err)
+	require.Equal(t, Gemini, res.Provider)
+	require.False(t, res.Fallback)
+}
+
+// The attempt's own timeout still speaks of the provider.
+func TestAttemptTimeoutCountsAgainstTheProvider(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *Config) {
+		c.AttemptTimeout = 50 * time.Millisecond
+		c.MaxAttempts = 1
+		c.Breaker.Failures = 2
+	})
+	b.fakes[Gemini].set(func(f *fake) { f.mode = modeStall })
+	for range 2 {
+		res, err := b.router.Complete(ctxTimeout(t, 10*time.Second), Request{TaskType: TaskContentGeneration, Prompt: "hi"})
+		require.NoError(t, err)
+		require.Equal(t, Qwen, res.Provider)
+	}
+	require.Equal(t, CircuitOpen, b.router.Status(context.Background()).Providers[0].Circuit)
+}
+
+func TestHuggingFaceMessagesAreRedacted(t *testing.T) {
+	t.Parallel()
+	const key = "key-huggingface-0123456789"
+	for _, mode := range []string{modeAuth, modeEcho} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			b.fakes[HuggingFace].set(func(f *fake) { f.mode = mode })
+			_, err := b.router.Complete(ctxTimeout(t, 10*time.Second), Request{TaskType: TaskSentiment, Provider: HuggingFace, Prompt: "hi"})
+			require.Error(t, err)
+			require.NotContains(t, err.Error(), key)
+			require.Contains(t, err.Error(), "[redacted]")
+
+			rep := b.router.TestAll(ctxTimeout(t, 10*time.Second))
+			require.NotNil(t, rep.Providers[2].Error)
+			require.NotContains(t, rep.Providers[2].Error.Message, key)
+		})
+	}
+}
+
+// Concurrent calls reserve their tokens before they are made, so together
+// they cannot run far past the token quota.
+func TestTokenQuotaHoldsUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *Config) {
+		p := c.Providers[Groq]
+		p.DailyTokens = 25 // a call spends 10 and reserves its MaxTokens, 10
+		c.Providers[Groq] = p
+	})
+	b.fakes[Groq].set(func(f *fake) { f.delay = 100 * time.Millisecond })
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Go(func() {
+			_, err := b.router.Complete(ctxTimeout(t, 10*time.Second), Request{TaskType: TaskQuickDecision, Provider: Groq, Prompt: "hi", MaxTokens: 10})
+			if err != nil {
+				requireCode(t, err, CodeQuotaExceeded)
+			}
+		})
+	}
+	wg.Wait()
+	require.Equal(t, 3, b.fakes[Groq].count(), "0, 10 and 20 were under the quota")
+	q := b.router.Status(context.Background()).Providers[1].Quota
+	require.Equal(t, Quota{Used: 3, TokensUsed: 30, TokensLimit: 25}, q, "reservations are settled to what was spent")
+
+	// A failed call gives its reservation back.
+	c := setup(t, func(c *Config) {
+		p := c.Providers[Groq]
+		p.DailyTokens = 1000
+		c.Providers[Groq] = p
+	})
+	c.fakes[Groq].set(func(f *fake) { f.mode = modeDown })
+	_, err := c.router.Complete(ctxTimeout(t, 10*time.Second), Request{TaskType: TaskQuickDecision, Provider: Groq, Prompt: "hi"})
+	requireCode(t, err, CodeUnavailable)
+	require.Zero(t, c.router.Status(context.Background()).Providers[1].Quota.TokensUsed)
+}
+
+func TestOversizedAnswerFallsBack(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *Config) { c.MaxAnswerBytes = 1024 })
+	b.fakes[Gemini].set(func(f *fake) { f.text = strings.Repeat("x", 4096) })
+	res, err := b.router.Complete(ctxTimeout(t, 10*time.Second), Request{TaskType: TaskContentGeneration, Prompt: "hi"})
+	require.NoError(t, err)
+	require.Equal(t, Qwen, res.Provider)
+	require.Equal(t, KindMalformed, res.Attempts[0].Kind)
+	require.Contains(t, res.Attempts[0].Message, "larger than 1024 bytes")
+}
+
+func TestOversizedStreamStops(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *Config) { c.MaxAnswerBytes = 4096 })
+	b.fakes[Gemini].set(func(f *fake) { f.mode = modeFlood })
+	got := 0
+	start := time.Now()
+	_, err := b.router.Complete(ctxTimeout(t, 10*time.Second), Request{TaskType: TaskContentGeneration, Prompt: "hi",
+		OnToken: func(s string) { got += len(s) }})
+	e := requireCode(t, err, CodeStreamInterrupted)
+	require.Contains(t, e.Message, "larger than 4096 bytes")
+	require.LessOrEqual(t, got, 4096)
+	require.Less(t, time.Since(start), 2*time.Second)
 }

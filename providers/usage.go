@@ -14,10 +14,15 @@ import (
 // provider's requests and tokens today (the quota), its calls, failures and
 // recent latencies (the dashboard), and each user's usage and cost.
 //
-// Quotas are exact across processes: a call reserves its request with INCR
-// before it is made and gives it back (DECR) if it is refused, over quota
-// or rate limited; tokens are added once the answer tells how many. Keys
-// are named by UTC day and expire after 24 h.
+// The request quota is exact across processes: a call reserves its request
+// with INCR before it is made and gives it back (DECR) if it is refused,
+// over quota or rate limited. Under a token quota a call also reserves an
+// estimate of its tokens (INCRBY) and settles to the real count once the
+// answer tells it (nothing, if it failed), so calls in flight see each
+// other; a call is refused when the tokens spent and reserved before it
+// reach the quota. The token quota can still be passed, by the call that
+// reaches it and by calls that spend more than they reserved. Keys are
+// named by UTC day and expire after 24 h.
 type ledger struct {
 	redis     *redisGate
 	prefix    string
@@ -46,40 +51,80 @@ func (l *ledger) usageKey(userID, day string) string {
 
 var errOverQuota = errors.New("over quota")
 
-// reserve takes one request of the provider's daily quota, refusing when
-// the requests or tokens of today are spent. The returned release gives
-// the request back. When Redis fails the call goes ahead: a quota is a
-// budget, and losing the count for a moment is better than losing AI.
-func (l *ledger) reserve(ctx context.Context, provider string, cfg ProviderConfig) (release func(), err error) {
-	noop := func() {}
+// defaultTokenEstimate is what a call without MaxTokens reserves of a token
+// quota for its answer.
+const defaultTokenEstimate = 1024
+
+// tokenEstimate is what a call reserves of a token quota: its MaxTokens (or
+// defaultTokenEstimate) for the answer, and a quarter of a token a byte for
+// the prompt. A classification reports no tokens.
+func tokenEstimate(c call) int64 {
+	if c.classify {
+		return 0
+	}
+	n := int64(c.maxTokens)
+	if n <= 0 {
+		n = defaultTokenEstimate
+	}
+	return n + int64(len(c.system)+len(c.prompt))/4
+}
+
+// hold is what a call reserved of its provider's quota.
+type hold struct {
+	reqKey, tokKey string // empty when nothing was reserved
+	tokens         int64
+}
+
+// reserve takes one request of the provider's daily quota, and under a
+// token quota estimate tokens, refusing when the requests or tokens of
+// today are spent. release gives the request back; record settles the
+// tokens. When Redis fails the call goes ahead: a quota is a budget, and
+// losing the count for a moment is better than losing AI.
+func (l *ledger) reserve(ctx context.Context, provider string, cfg ProviderConfig, estimate int64) (hold, error) {
 	rdb := l.redis.client()
 	if rdb == nil {
-		return noop, nil
+		return hold{}, nil
 	}
+	ctx, cancel := l.redis.ctx(ctx)
+	defer cancel()
 	day := l.day()
-	reqKey, tokKey := l.quotaKey(provider, day, "requests"), l.quotaKey(provider, day, "tokens")
-	var n *goredis.IntCmd
-	var tok *goredis.StringCmd
-	_, err = rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
-		n = p.Incr(ctx, reqKey)
-		p.Expire(ctx, reqKey, dayTTL)
-		tok = p.Get(ctx, tokKey)
+	h := hold{reqKey: l.quotaKey(provider, day, "requests"), tokKey: l.quotaKey(provider, day, "tokens")}
+	if cfg.DailyTokens > 0 {
+		h.tokens = estimate
+	}
+	var n, tok *goredis.IntCmd
+	_, err := rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		n = p.Incr(ctx, h.reqKey)
+		p.Expire(ctx, h.reqKey, dayTTL)
+		tok = p.IncrBy(ctx, h.tokKey, h.tokens)
+		p.Expire(ctx, h.tokKey, dayTTL)
 		return nil
 	})
-	if l.redis.check(err); err != nil && !errors.Is(err, goredis.Nil) {
-		return noop, nil
+	if err != nil {
+		l.redis.check(err)
+		return hold{}, nil
 	}
-	release = func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		l.redis.check(rdb.Decr(rctx, reqKey).Err())
+	if (cfg.DailyRequests > 0 && n.Val() > cfg.DailyRequests) || (cfg.DailyTokens > 0 && tok.Val()-h.tokens >= cfg.DailyTokens) {
+		_, err := rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			p.Decr(ctx, h.reqKey)
+			p.DecrBy(ctx, h.tokKey, h.tokens)
+			return nil
+		})
+		l.redis.check(err)
+		return hold{}, errOverQuota
 	}
-	tokens, _ := strconv.ParseInt(tok.Val(), 10, 64)
-	if (cfg.DailyRequests > 0 && n.Val() > cfg.DailyRequests) || (cfg.DailyTokens > 0 && tokens >= cfg.DailyTokens) {
-		release()
-		return noop, errOverQuota
+	return h, nil
+}
+
+// release gives back h's request, for a call the provider refused.
+func (l *ledger) release(ctx context.Context, h hold) {
+	rdb := l.redis.client()
+	if rdb == nil || h.reqKey == "" {
+		return
 	}
-	return release, nil
+	ctx, cancel := l.redis.ctx(ctx)
+	defer cancel()
+	l.redis.check(rdb.Decr(ctx, h.reqKey).Err())
 }
 
 // outcome is what one call did, for the ledger.
@@ -89,6 +134,8 @@ type outcome struct {
 	failed   bool
 	latency  time.Duration
 	usage    Usage
+	// hold is what the call reserved: its tokens are settled to usage.
+	hold hold
 }
 
 // record adds a call's figures in one round trip. It runs after the call,
@@ -98,7 +145,7 @@ func (l *ledger) record(ctx context.Context, o outcome) {
 	if rdb == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	ctx, cancel := l.redis.ctx(ctx)
 	defer cancel()
 	day := l.day()
 	stats := l.statsKey(o.provider, day)
@@ -108,6 +155,14 @@ func (l *ledger) record(ctx context.Context, o outcome) {
 			p.HIncrBy(ctx, stats, "failures", 1)
 		}
 		p.Expire(ctx, stats, dayTTL)
+		tok := o.hold.tokKey
+		if tok == "" {
+			tok = l.quotaKey(o.provider, day, "tokens")
+		}
+		if d := int64(o.usage.PromptTokens+o.usage.CompletionTokens) - o.hold.tokens; d != 0 {
+			p.IncrBy(ctx, tok, d)
+			p.Expire(ctx, tok, dayTTL)
+		}
 		if o.failed {
 			return nil
 		}
@@ -115,11 +170,6 @@ func (l *ledger) record(ctx context.Context, o outcome) {
 		p.LPush(ctx, lat, o.latency.Milliseconds())
 		p.LTrim(ctx, lat, 0, int64(l.window-1))
 		p.Expire(ctx, lat, dayTTL)
-		if total := int64(o.usage.PromptTokens + o.usage.CompletionTokens); total > 0 {
-			tok := l.quotaKey(o.provider, day, "tokens")
-			p.IncrBy(ctx, tok, total)
-			p.Expire(ctx, tok, dayTTL)
-		}
 		if o.userID != "" {
 			u := l.usageKey(o.userID, day)
 			pre := o.provider + "."
@@ -158,6 +208,8 @@ func (l *ledger) figures(ctx context.Context, names []string) map[string]provide
 		lat      *goredis.StringSliceCmd
 	}
 	all := map[string]cmds{}
+	ctx, cancel := l.redis.ctx(ctx)
+	defer cancel()
 	_, err := rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		for _, n := range names {
 			all[n] = cmds{
@@ -236,8 +288,11 @@ func (l *ledger) userUsage(ctx context.Context, userID string, t time.Time) (Use
 	if rdb == nil {
 		return out, errors.New("redis is not reachable")
 	}
+	ctx, cancel := l.redis.ctx(ctx)
+	defer cancel()
 	m, err := rdb.HGetAll(ctx, l.usageKey(userID, day)).Result()
 	if err != nil {
+		l.redis.check(err)
 		return out, err
 	}
 	for _, name := range Names {
