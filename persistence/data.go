@@ -3,6 +3,7 @@ package persistence
 import (
 	"context"
 	"encoding/json"
+	"time"
 )
 
 // The per-user data space behind the DATABASE node: documents in named
@@ -99,13 +100,23 @@ const (
 	MaxWriteDocuments = 10000
 	// DefaultMaxDocumentBytes caps one stored document (as JSON).
 	DefaultMaxDocumentBytes = 1 << 20
-	// DefaultMaxResultBytes caps the documents one request returns, and the
-	// documents one insert sends.
+	// DefaultMaxResultBytes caps the documents one request returns, the
+	// documents one insert sends, and the documents one updateMany changes
+	// (it holds them at once; past the cap it changes nothing).
 	DefaultMaxResultBytes = 16 << 20
 	// MaxIDBytes caps an _id.
 	MaxIDBytes = 512
 	// MaxPathDepth caps the segments of a path and the nesting of a filter.
 	MaxPathDepth = 16
+	// A list of a filter ($in, $nin, $and, $or) holds at most MaxDataLimit
+	// entries; a whole filter at most MaxFilterConditions conditions on
+	// fields and MaxFilterValues values in all its $in and $nin lists, so
+	// that nesting cannot multiply them past what a store compiles quickly.
+	MaxFilterConditions = 1000
+	MaxFilterValues     = 10000
+	// DataWriteRetention is how long a write's result is kept for
+	// redelivery: far longer than any redelivery waits.
+	DataWriteRetention = 7 * 24 * time.Hour
 )
 
 // DataRequest is one operation on one collection of one user's data space.

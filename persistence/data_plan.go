@@ -167,6 +167,13 @@ func PlanData(req DataRequest) (*DataPlan, error) {
 		if err != nil {
 			return nil, err
 		}
+		conds, vals := filterSize(f)
+		if conds > MaxFilterConditions {
+			return nil, invalid("the filter holds more than %d conditions", MaxFilterConditions)
+		}
+		if vals > MaxFilterValues {
+			return nil, invalid("the filter's $in and $nin lists hold more than %d values in all", MaxFilterValues)
+		}
 		if len(f.Subs) > 0 {
 			p.Filter = f
 		}
@@ -379,6 +386,9 @@ func parseFilter(m map[string]any, depth int) (*Cond, error) {
 			if !ok || len(arr) == 0 {
 				return nil, invalid("%s must be a non-empty list of filters", k)
 			}
+			if len(arr) > MaxDataLimit {
+				return nil, invalid("%s holds more than %d filters", k, MaxDataLimit)
+			}
 			c := &Cond{Op: k}
 			for i, e := range arr {
 				fm, ok := e.(map[string]any)
@@ -407,6 +417,20 @@ func parseFilter(m map[string]any, depth int) (*Cond, error) {
 		}
 	}
 	return and, nil
+}
+
+// filterSize counts the conditions on fields of a filter and the values
+// of its lists.
+func filterSize(c *Cond) (conds, vals int) {
+	switch c.Op {
+	case "$and", "$or", "$not":
+		for _, s := range c.Subs {
+			n, v := filterSize(s)
+			conds, vals = conds+n, vals+v
+		}
+		return conds, vals
+	}
+	return 1, len(c.Values)
 }
 
 // parseField parses the condition on one field: an operator object or a

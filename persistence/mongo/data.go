@@ -30,7 +30,8 @@ import (
 //	            ops the keys of the last updates applied to it, v a
 //	            version bumped by each update.
 //	dataWrites  _id = "<len(userId)>:<userId>/<key>"; a write's result,
-//	            inserted once the write is done and returned on redelivery.
+//	            inserted once the write is done and returned on redelivery,
+//	            kept for persistence.DataWriteRetention (writesExpiry).
 //
 // Filters run on the server, translated to BSON. Updates are computed in
 // Go by the plan (the same code as the embedded store, so $inc on a string
@@ -332,7 +333,27 @@ func (s *Store) dataWrite(ctx context.Context, p *persistence.DataPlan, write fu
 		{Key: "r", Value: string(persistence.EncodeRecord(res))},
 		{Key: "at", Value: s.stamp(time.Time{})},
 	})
+	s.pruneWritten(ctx)
 	return res, nil
+}
+
+// writesPruneEvery is how often, at most, a store on a server without TTL
+// indexes deletes the results of writes past their retention.
+const writesPruneEvery = 10 * time.Minute
+
+// pruneWritten deletes expired results of writes where no TTL index does
+// (see writesExpiry): on the first write of the store, then now and then.
+func (s *Store) pruneWritten(ctx context.Context) {
+	if !s.pruneWrites {
+		return
+	}
+	now := s.now()
+	last := s.lastPrune.Load()
+	if last != 0 && now.Sub(time.UnixMilli(last)) < writesPruneEvery || !s.lastPrune.CompareAndSwap(last, now.UnixMilli()) {
+		return
+	}
+	// Best effort: what is left is deleted next time.
+	_, _ = s.col(colDataWrites).DeleteMany(ctx, bson.D{{Key: "at", Value: bson.D{{Key: "$lt", Value: s.stamp(now.Add(-persistence.DataWriteRetention))}}}})
 }
 
 // dataInsert inserts unordered, in batches. A duplicate _id stored under
@@ -381,7 +402,9 @@ func (s *Store) dataInsert(ctx context.Context, p *persistence.DataPlan) (*persi
 	return &persistence.DataResult{InsertedIDs: ids}, nil
 }
 
-// dataUpdate applies the plan's update to each matching document.
+// dataUpdate applies the plan's update to each matching document; an
+// updateOne to the least, or when another write takes that one first, to
+// the next least still matching.
 func (s *Store) dataUpdate(ctx context.Context, p *persistence.DataPlan) (*persistence.DataResult, error) {
 	one := p.Op == persistence.OpUpdateOne
 	res := &persistence.DataResult{}
@@ -400,24 +423,69 @@ func (s *Store) dataUpdate(ctx context.Context, p *persistence.DataPlan) (*persi
 		res.Matched, res.Modified = done, done
 		notMine = []bson.E{{Key: "ops", Value: bson.D{{Key: "$ne", Value: p.Key}}}}
 	}
-	limit := int64(persistence.MaxWriteDocuments + 1)
+	byID := bson.D{{Key: "doc._id", Value: 1}}
 	if one {
-		limit = 1
+		for range maxAttempts {
+			var d dataDoc
+			err := s.col(colData).FindOne(ctx, owned(p, notMine...), options.FindOne().SetSort(byID)).Decode(&d)
+			if errors.Is(err, mongo.ErrNoDocuments) {
+				return res, nil
+			}
+			if err != nil {
+				return nil, err
+			}
+			c, err := candidate(&d)
+			if err != nil {
+				return nil, err
+			}
+			matched, modified, err := s.updateDoc(ctx, p, c, notMine)
+			if err != nil {
+				return nil, err
+			}
+			if matched {
+				res.Matched = 1
+				if modified {
+					res.Modified = 1
+				}
+				return res, nil
+			}
+			// Another write took it from the filter: the next one.
+		}
+		return nil, events.Errorf(events.CodeUnavailable, "%s: the matching documents kept changing", p.Op)
 	}
-	opts := options.Find().SetSort(bson.D{{Key: "doc._id", Value: 1}}).SetLimit(limit)
-	cur, err := s.col(colData).Find(ctx, owned(p, notMine...), opts)
+	// The documents are read before any is changed, so that a request past
+	// a cap changes nothing; their bytes are capped as a read's are.
+	cur, err := s.col(colData).Find(ctx, owned(p, notMine...), options.Find().SetSort(byID).SetLimit(persistence.MaxWriteDocuments+1))
 	if err != nil {
 		return nil, err
 	}
-	var docs []dataDoc
-	if err := cur.All(ctx, &docs); err != nil {
+	defer cur.Close(context.WithoutCancel(ctx))
+	var cands []*updateCand
+	size := 0
+	for cur.Next(ctx) {
+		if int64(len(cands))+res.Matched >= persistence.MaxWriteDocuments {
+			return nil, events.Errorf(persistence.CodeDataTooLarge, "%s matches more than %d documents; narrow the filter", p.Op, persistence.MaxWriteDocuments)
+		}
+		var d dataDoc
+		if err := cur.Decode(&d); err != nil {
+			return nil, err
+		}
+		c, err := candidate(&d)
+		if err != nil {
+			return nil, err
+		}
+		if size += len(c.raw); size > p.MaxResultBytes {
+			return nil, events.Errorf(persistence.CodeDataTooLarge,
+				"%s matches documents of more than %d bytes in all; narrow the filter", p.Op, p.MaxResultBytes)
+		}
+		cands = append(cands, c)
+	}
+	if err := cur.Err(); err != nil {
 		return nil, err
 	}
-	if int64(len(docs))+res.Matched > persistence.MaxWriteDocuments {
-		return nil, events.Errorf(persistence.CodeDataTooLarge, "%s matches more than %d documents; narrow the filter", p.Op, persistence.MaxWriteDocuments)
-	}
-	for i := range docs {
-		matched, modified, err := s.updateDoc(ctx, p, &docs[i], notMine)
+	_ = cur.Close(context.WithoutCancel(ctx))
+	for _, c := range cands {
+		matched, modified, err := s.updateDoc(ctx, p, c, notMine)
 		if err != nil {
 			return nil, err
 		}
@@ -431,16 +499,28 @@ func (s *Store) dataUpdate(ctx context.Context, p *persistence.DataPlan) (*persi
 	return res, nil
 }
 
+// updateCand is a document to update as read: its stored _id, version and
+// canonical JSON, which is all an update needs of it.
+type updateCand struct {
+	id  string
+	v   int64
+	raw []byte
+}
+
+func candidate(d *dataDoc) (*updateCand, error) {
+	raw, err := canonical(d.Doc)
+	if err != nil {
+		return nil, err
+	}
+	return &updateCand{id: d.ID, v: d.V, raw: raw}, nil
+}
+
 // updateDoc applies the update to one document, conditional on its
 // version; when another update came first it reads the document again and
 // retries while it still matches.
-func (s *Store) updateDoc(ctx context.Context, p *persistence.DataPlan, d *dataDoc, notMine []bson.E) (matched, modified bool, err error) {
+func (s *Store) updateDoc(ctx context.Context, p *persistence.DataPlan, c *updateCand, notMine []bson.E) (matched, modified bool, err error) {
 	for range maxAttempts {
-		raw, err := canonical(d.Doc)
-		if err != nil {
-			return false, false, err
-		}
-		out, changed, err := p.ApplyUpdate(raw)
+		out, changed, err := p.ApplyUpdate(c.raw)
 		if err != nil {
 			return false, false, err
 		}
@@ -451,13 +531,13 @@ func (s *Store) updateDoc(ctx context.Context, p *persistence.DataPlan, d *dataD
 		if err != nil {
 			return false, false, err
 		}
-		update := bson.D{{Key: "$set", Value: bson.D{{Key: "doc", Value: toBSON(next)}, {Key: "v", Value: d.V + 1}}}}
+		update := bson.D{{Key: "$set", Value: bson.D{{Key: "doc", Value: toBSON(next)}, {Key: "v", Value: c.v + 1}}}}
 		if p.Key != "" {
 			update = append(update, bson.E{Key: "$push", Value: bson.D{{Key: "ops", Value: bson.D{
 				{Key: "$each", Value: bson.A{p.Key}}, {Key: "$slice", Value: -opsKept},
 			}}}})
 		}
-		r, err := s.col(colData).UpdateOne(ctx, bson.D{{Key: "_id", Value: d.ID}, {Key: "v", Value: d.V}}, update)
+		r, err := s.col(colData).UpdateOne(ctx, bson.D{{Key: "_id", Value: c.id}, {Key: "v", Value: c.v}}, update)
 		if err != nil {
 			return false, false, err
 		}
@@ -465,11 +545,15 @@ func (s *Store) updateDoc(ctx context.Context, p *persistence.DataPlan, d *dataD
 			return true, true, nil
 		}
 		// Lost the race: read it again, if it still matches.
-		err = s.col(colData).FindOne(ctx, owned(p, append([]bson.E{{Key: "_id", Value: d.ID}}, notMine...)...)).Decode(d)
+		var d dataDoc
+		err = s.col(colData).FindOne(ctx, owned(p, append([]bson.E{{Key: "_id", Value: c.id}}, notMine...)...)).Decode(&d)
 		if errors.Is(err, mongo.ErrNoDocuments) {
 			return false, false, nil
 		}
 		if err != nil {
+			return false, false, err
+		}
+		if c, err = candidate(&d); err != nil {
 			return false, false, err
 		}
 	}

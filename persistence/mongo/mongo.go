@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -35,6 +36,10 @@ type Store struct {
 	client *mongo.Client
 	db     *mongo.Database
 	now    func() time.Time
+	// pruneWrites is set when the server has no TTL indexes (FerretDB v1):
+	// the store then deletes expired results of writes itself (data.go).
+	pruneWrites bool
+	lastPrune   atomic.Int64
 }
 
 var _ persistence.Store = (*Store)(nil)
@@ -97,8 +102,8 @@ func (s *Store) createIndexes(ctx context.Context) error {
 		colExecutionNodes: {index("execution", false, bson.D{{Key: "executionId", Value: 1}})},
 		colExecutionLogs:  {index("execution_at", false, bson.D{{Key: "executionId", Value: 1}, {Key: "at", Value: 1}, {Key: "_id", Value: 1}})},
 		// The data space: a user's collection, in _id order (data.go).
-		colData:       {index("owner_collection_id", false, bson.D{{Key: "u", Value: 1}, {Key: "c", Value: 1}, {Key: "doc._id", Value: 1}})},
-		colDataWrites: {index("at", false, bson.D{{Key: "at", Value: 1}})},
+		// dataWrites: see writesExpiry.
+		colData: {index("owner_collection_id", false, bson.D{{Key: "u", Value: 1}, {Key: "c", Value: 1}, {Key: "doc._id", Value: 1}})},
 	} {
 		missing, err := s.missingIndexes(ctx, col, specs)
 		if err != nil {
@@ -111,7 +116,70 @@ func (s *Store) createIndexes(ctx context.Context) error {
 			return fmt.Errorf("mongo: create indexes on %s: %w", col, err)
 		}
 	}
+	return s.writesExpiry(ctx)
+}
+
+// Indexes of dataWrites. Older versions made "at", a plain index the
+// server never prunes by. "at_ttl" is a TTL index, on the descending key
+// so that it is not the same index as "at" with other options: it can be
+// created next to an old "at" (MongoDB refuses a second index on the same
+// key, and FerretDB v1 drops the connection), and "at" is dropped only once
+// it exists.
+const (
+	idxWritesAt  = "at"
+	idxWritesTTL = "at_ttl"
+)
+
+// writesExpiry makes the recorded results of writes expire after
+// persistence.DataWriteRetention, as the embedded store prunes them: by a
+// TTL index, or where the server has none (FerretDB v1 answers
+// NotImplemented) by a plain index on at and the store's own pruning.
+func (s *Store) writesExpiry(ctx context.Context) error {
+	idx := s.db.Collection(colDataWrites).Indexes()
+	existing, err := idx.ListSpecifications(ctx)
+	if err != nil {
+		return fmt.Errorf("mongo: list indexes on %s: %w", colDataWrites, err)
+	}
+	have := map[string]bool{}
+	for _, sp := range existing {
+		have[sp.Name] = true
+	}
+	if !have[idxWritesTTL] {
+		_, err := idx.CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: "at", Value: -1}},
+			Options: options.Index().SetName(idxWritesTTL).SetExpireAfterSeconds(int32(persistence.DataWriteRetention / time.Second))})
+		switch {
+		case err == nil:
+		case noTTL(err):
+			s.pruneWrites = true
+			if have[idxWritesAt] {
+				return nil
+			}
+			if _, err := idx.CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: "at", Value: 1}}, Options: options.Index().SetName(idxWritesAt)}); err != nil {
+				return fmt.Errorf("mongo: create indexes on %s: %w", colDataWrites, err)
+			}
+			return nil
+		default:
+			return fmt.Errorf("mongo: create indexes on %s: %w", colDataWrites, err)
+		}
+	}
+	if have[idxWritesAt] {
+		// Another instance starting at the same time may have dropped it.
+		if err := idx.DropOne(ctx, idxWritesAt); err != nil && !isCommandError(err, 27, "IndexNotFound") {
+			return fmt.Errorf("mongo: drop index %s on %s: %w", idxWritesAt, colDataWrites, err)
+		}
+	}
 	return nil
+}
+
+// noTTL reports whether the server refused a TTL index as an option it
+// does not offer.
+func noTTL(err error) bool {
+	return isCommandError(err, 238, "NotImplemented") || isCommandError(err, 197, "InvalidIndexSpecificationOption")
+}
+
+func isCommandError(err error, code int32, name string) bool {
+	var ce mongo.CommandError
+	return errors.As(err, &ce) && (ce.Code == code || ce.Name == name)
 }
 
 // indexSpec is one index the store needs.

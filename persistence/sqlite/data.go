@@ -5,8 +5,12 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/weftdev/weft/events"
 	"github.com/weftdev/weft/persistence"
@@ -26,10 +30,6 @@ import (
 // alone, as if the write had come first.
 
 var _ persistence.DataStore = (*Store)(nil)
-
-// dataWriteRetention is how long a write's result is kept for redelivery:
-// far longer than any redelivery waits.
-const dataWriteRetention = 7 * 24 * time.Hour
 
 // pruneEvery makes one write in so many prune old results.
 const pruneEvery = 64
@@ -60,17 +60,35 @@ func (s *Store) Data(ctx context.Context, req persistence.DataRequest) (*persist
 }
 
 // dataErr reports a deadline as db_timeout; a cancel stays the context's
-// error, which the node reports as cancelled.
+// error, which the node reports as cancelled. A statement SQLite refuses
+// for its size is db_invalid: running it again cannot help.
 func dataErr(ctx context.Context, err error) error {
 	switch {
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return &events.Error{Code: persistence.CodeDataTimeout, Message: "the operation ran past its time limit", Err: err}
 	case ctx.Err() != nil:
 		return ctx.Err()
+	case tooBig(err):
+		return &events.Error{Code: persistence.CodeDataInvalid, Message: "the request is too large for the store to run; make the filter smaller", Err: err}
 	case !isCoded(err):
 		return internal(err)
 	}
 	return err
+}
+
+// tooBig reports whether SQLite refused a statement for passing one of its
+// limits: expression depth, host parameters, terms, length.
+func tooBig(err error) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	if se.Code() == sqlite3.SQLITE_TOOBIG {
+		return true
+	}
+	msg := se.Error()
+	return se.Code() == sqlite3.SQLITE_ERROR && (strings.Contains(msg, "too large") ||
+		strings.Contains(msg, "too many") || strings.Contains(msg, "stack overflow"))
 }
 
 func isCoded(err error) bool {
@@ -176,12 +194,23 @@ func (s *Store) dataInsert(ctx context.Context, p *persistence.DataPlan) (*persi
 	return res, err
 }
 
+// maxChangeAttempts bounds how often a one-document write looks for
+// another candidate after losing its own to a concurrent write. Each loss
+// is another write's progress, so this is reached only under a storm.
+const maxChangeAttempts = 32
+
+// oneCandidates is how many candidates a one-document write takes to the
+// writer: it acts on the least of them that still matches, so a few
+// concurrent writes on one filter need not come back for more.
+const oneCandidates = 8
+
 // dataChange runs an update or a delete in two phases (see the top of this
-// file). A one-document write whose candidate changed between the phases
-// looks again, a few times.
+// file). A one-document write whose candidates all stopped matching between
+// the phases records nothing and looks again: recording "matched nothing"
+// would answer every retry with it while matching documents remain.
 func (s *Store) dataChange(ctx context.Context, p *persistence.DataPlan) (*persistence.DataResult, error) {
 	one := p.Op == persistence.OpUpdateOne || p.Op == persistence.OpDeleteOne
-	for range 3 {
+	for range maxChangeAttempts {
 		if rec, err := s.readRecorded(ctx, p); err != nil || rec != nil {
 			return rec, err
 		}
@@ -200,17 +229,20 @@ func (s *Store) dataChange(ctx context.Context, p *persistence.DataPlan) (*persi
 			if err != nil {
 				return err
 			}
+			if one && len(ids) > 0 && r.Matched+r.Deleted == 0 {
+				return nil // lost the race: nothing written, nothing recorded
+			}
 			res = r
 			return t.record(p, res)
 		})
 		if err != nil {
 			return nil, err
 		}
-		if !one || len(ids) == 0 || res.Matched+res.Deleted > 0 {
+		if res != nil {
 			return res, nil
 		}
 	}
-	return &persistence.DataResult{}, nil
+	return nil, events.Errorf(events.CodeUnavailable, "%s: the matching documents kept changing", p.Op)
 }
 
 // candidates lists the ids of the documents the write targets, least
@@ -218,7 +250,7 @@ func (s *Store) dataChange(ctx context.Context, p *persistence.DataPlan) (*persi
 func (s *Store) candidates(ctx context.Context, p *persistence.DataPlan, one bool) ([]string, error) {
 	limit := persistence.MaxWriteDocuments + 1
 	if one {
-		limit = 1
+		limit = oneCandidates
 	}
 	q := &sqlb{}
 	q.sql("SELECT d.id")
@@ -247,21 +279,27 @@ func (s *Store) candidates(ctx context.Context, p *persistence.DataPlan, one boo
 }
 
 // change applies the write to those of ids that still match, in the
-// writer's transaction.
+// writer's transaction; a one-document write to the least of them. An
+// updateMany holds the documents it changes at once, so their bytes are
+// capped as a read's are (MaxResultBytes), checked before anything is
+// written.
 func (t *wtx) change(p *persistence.DataPlan, ids []string) (*persistence.DataResult, error) {
 	if len(ids) == 0 {
 		return &persistence.DataResult{}, nil
 	}
+	one := p.Op == persistence.OpUpdateOne || p.Op == persistence.OpDeleteOne
 	list, _ := json.Marshal(ids)
 	q := &sqlb{}
 	if p.Op == persistence.OpDeleteOne || p.Op == persistence.OpDeleteMany {
 		q.sql("DELETE FROM data_documents AS d WHERE d.user_id = ").arg(p.UserID).
 			sql(" AND d.collection = ").arg(p.Collection).
-			sql(" AND d.id IN (SELECT value FROM json_each(").arg(string(list)).sql("))")
-		if p.Filter != nil {
-			q.sql(" AND ")
-			q.cond(p.Filter)
+			sql(" AND d.id IN (SELECT d.id")
+		where(q, p)
+		q.sql(" AND d.id IN (SELECT value FROM json_each(").arg(string(list)).sql(")) ORDER BY d.id")
+		if one {
+			q.sql(" LIMIT 1")
 		}
+		q.sql(")")
 		// Filters vary with every workflow: run them unprepared rather than
 		// grow the writer's statement cache without bound.
 		r, err := t.w.conn.ExecContext(context.Background(), q.b.String(), q.args...)
@@ -277,17 +315,26 @@ func (t *wtx) change(p *persistence.DataPlan, ids []string) (*persistence.DataRe
 	q.sql("SELECT d.id, d.doc")
 	where(q, p)
 	q.sql(" AND d.id IN (SELECT value FROM json_each(").arg(string(list)).sql(")) ORDER BY d.id")
+	if one {
+		q.sql(" LIMIT 1")
+	}
 	rows, err := t.w.conn.QueryContext(context.Background(), q.b.String(), q.args...)
 	if err != nil {
 		return nil, internal(err)
 	}
 	type row struct{ id, doc string }
 	var matched []row
+	size := 0
 	for rows.Next() {
 		var r row
 		if err := rows.Scan(&r.id, &r.doc); err != nil {
 			_ = rows.Close()
 			return nil, internal(err)
+		}
+		if size += len(r.doc); size > p.MaxResultBytes && !one {
+			_ = rows.Close()
+			return nil, events.Errorf(persistence.CodeDataTooLarge,
+				"%s matches documents of more than %d bytes in all; narrow the filter", p.Op, p.MaxResultBytes)
 		}
 		matched = append(matched, r)
 	}
@@ -362,7 +409,7 @@ func (t *wtx) record(p *persistence.DataPlan, res *persistence.DataResult) error
 	if pruneTick.Add(1)%pruneEvery == 0 {
 		if _, err := t.exec(`DELETE FROM data_writes WHERE rowid IN
 			(SELECT rowid FROM data_writes WHERE at < ? ORDER BY at LIMIT 256)`,
-			toMillis(now.Add(-dataWriteRetention))); err != nil {
+			toMillis(now.Add(-persistence.DataWriteRetention))); err != nil {
 			return internal(err)
 		}
 	}

@@ -32,11 +32,31 @@ type sqlb struct {
 	args []any
 	// n numbers the json_each aliases of one statement.
 	n int
+	// bound numbers the strings and numbers already bound, so a value
+	// repeated in one statement (the JSON path of a segment is bound several
+	// times per condition) takes one of SQLite's host parameters, not many.
+	bound map[any]int
 }
 
 func (q *sqlb) sql(s string) *sqlb { q.b.WriteString(s); return q }
 
+// arg binds v. A string or number bound before is referred to by its
+// number (?NNN); a new one is a plain ?, which SQLite numbers one past the
+// largest number so far, that is len(q.args), since every argument is
+// appended in the order its ? appears and ?NNN only ever names an earlier
+// one.
 func (q *sqlb) arg(v any) *sqlb {
+	switch v.(type) {
+	case string, float64, int, int64:
+		if i, ok := q.bound[v]; ok {
+			q.b.WriteString("?" + strconv.Itoa(i))
+			return q
+		}
+		if q.bound == nil {
+			q.bound = map[any]int{}
+		}
+		q.bound[v] = len(q.args) + 1
+	}
 	q.b.WriteByte('?')
 	q.args = append(q.args, v)
 	return q
@@ -74,12 +94,7 @@ func (q *sqlb) cond(c *persistence.Cond) {
 			sep = " OR "
 		}
 		q.sql("(")
-		for i, s := range c.Subs {
-			if i > 0 {
-				q.sql(sep)
-			}
-			q.cond(s)
-		}
+		q.join(c.Subs, sep)
 		q.sql(")")
 	case "$not":
 		q.sql("NOT ")
@@ -122,27 +137,102 @@ func (q *sqlb) cond(c *persistence.Cond) {
 	}
 }
 
-// eqAny writes "some item at path equals one of vals". A null among vals
-// also matches a path with no candidate at all.
-func (q *sqlb) eqAny(path []string, vals []any) {
-	hasNull := false
-	for _, v := range vals {
-		if v == nil {
-			hasNull = true
-		}
+// join writes subs separated by sep as a balanced tree: SQLite caps the
+// depth of an expression at 1000, which a flat chain of as many terms (a
+// left-deep tree) would pass.
+func (q *sqlb) join(subs []*persistence.Cond, sep string) {
+	if len(subs) == 1 {
+		q.cond(subs[0])
+		return
 	}
+	mid := len(subs) / 2
+	q.sql("(")
+	q.join(subs[:mid], sep)
+	q.sql(sep)
+	q.join(subs[mid:], sep)
+	q.sql(")")
+}
+
+// eqAny writes "some item at path equals one of vals". A null among vals
+// also matches a path with no candidate at all. The values are grouped by
+// type, each group one IN list, so the expression stays shallow however
+// many values there are.
+func (q *sqlb) eqAny(path []string, vals []any) {
 	if len(vals) == 0 {
 		q.sql("0")
 		return
 	}
+	var (
+		hasNull, hasTrue, hasFalse bool
+		nums, strs                 []any
+		objs, arrs                 []string
+	)
+	for _, v := range vals {
+		switch x := v.(type) {
+		case nil:
+			hasNull = true
+		case bool:
+			hasTrue, hasFalse = hasTrue || x, hasFalse || !x
+		case float64:
+			nums = append(nums, x)
+		case string:
+			strs = append(strs, x)
+		default:
+			raw, err := persistence.Canonical(x)
+			if err != nil {
+				continue // never matches
+			}
+			if _, ok := x.([]any); ok {
+				arrs = append(arrs, string(raw))
+			} else {
+				objs = append(objs, string(raw))
+			}
+		}
+	}
 	q.sql("(")
 	q.exists(path, func(it string) {
+		or := ""
+		term := func(s string) {
+			q.sql(or + s)
+			or = " OR "
+		}
 		q.sql("(")
-		for i, v := range vals {
-			if i > 0 {
-				q.sql(" OR ")
+		if hasNull {
+			term(it + ".type = 'null'")
+		}
+		if hasTrue {
+			term(it + ".type = 'true'")
+		}
+		if hasFalse {
+			term(it + ".type = 'false'")
+		}
+		if len(nums) > 0 {
+			term("(" + it + ".type IN ('integer', 'real') AND " + it + ".atom IN (")
+			q.list(nums, "?")
+			q.sql("))")
+		}
+		if len(strs) > 0 {
+			term("(" + it + ".type = 'text' AND " + it + ".atom IN (")
+			q.list(strs, "?")
+			q.sql("))")
+		}
+		for _, g := range []struct {
+			t    string
+			vals []string
+		}{{"object", objs}, {"array", arrs}} {
+			if len(g.vals) == 0 {
+				continue
 			}
-			q.itemEq(it, v)
+			vals := make([]any, len(g.vals))
+			for i, v := range g.vals {
+				vals[i] = v
+			}
+			term("(" + it + ".type = '" + g.t + "' AND json(" + it + ".value) IN (")
+			q.list(vals, "json(?)")
+			q.sql("))")
+		}
+		if or == "" {
+			q.sql("0")
 		}
 		q.sql(")")
 	})
@@ -153,76 +243,66 @@ func (q *sqlb) eqAny(path []string, vals []any) {
 	q.sql(")")
 }
 
-// itemEq writes "item it equals v", types bracketed.
-func (q *sqlb) itemEq(it string, v any) {
-	switch x := v.(type) {
-	case nil:
-		q.sql(it + ".type = 'null'")
-	case bool:
-		if x {
-			q.sql(it + ".type = 'true'")
-		} else {
-			q.sql(it + ".type = 'false'")
+// list writes vals separated by commas, each as form with its ? bound to
+// the value.
+func (q *sqlb) list(vals []any, form string) {
+	pre, post, _ := strings.Cut(form, "?")
+	for i, v := range vals {
+		if i > 0 {
+			q.sql(", ")
 		}
-	case float64:
-		q.sql("(" + it + ".type IN ('integer', 'real') AND " + it + ".atom = ").arg(x).sql(")")
-	case string:
-		q.sql("(" + it + ".type = 'text' AND " + it + ".atom = ").arg(x).sql(")")
-	default:
-		raw, err := persistence.Canonical(x)
-		if err != nil {
-			q.sql("0")
-			return
-		}
-		t := "object"
-		if _, ok := x.([]any); ok {
-			t = "array"
-		}
-		q.sql("(" + it + ".type = '" + t + "' AND json(" + it + ".value) = json(").arg(string(raw)).sql("))")
+		q.sql(pre).arg(v).sql(post)
 	}
 }
 
 // exists writes EXISTS over the candidates of path: with item nil, "the
 // path has a candidate"; otherwise "some item satisfies item(alias)".
 func (q *sqlb) exists(path []string, item func(it string)) {
-	q.sql("EXISTS (SELECT 1 FROM ")
+	// tables are the FROM items, where the conditions on them; a path of
+	// one segment tested for presence needs no table at all.
+	var tables, where []func()
 	// w is the SQL expression of the current candidate (JSON text).
-	var where []func()
 	w := func() { q.sql("(d.doc -> ").arg(jsonPath(path[0])).sql(")") }
-	first := true
 	for _, seg := range path[1:] {
 		prev := w
 		a := q.alias()
-		if !first {
-			q.sql(", ")
-		}
-		first = false
 		// The objects of the previous candidate: itself, or those in it.
-		q.sql("json_each(CASE WHEN json_type(")
-		prev()
-		q.sql(") = 'array' THEN ")
-		prev()
-		q.sql(" ELSE json_array(json(")
-		prev()
-		q.sql(")) END) " + a)
+		tables = append(tables, func() {
+			q.sql("json_each(CASE WHEN json_type(")
+			prev()
+			q.sql(") = 'array' THEN ")
+			prev()
+			q.sql(" ELSE json_array(json(")
+			prev()
+			q.sql(")) END) " + a)
+		})
 		where = append(where, func() { q.sql(a + ".type = 'object'") })
 		w = func() { q.sql("(" + a + ".value -> ").arg(jsonPath(seg)).sql(")") }
 	}
-	if first {
-		q.sql("(SELECT 1)")
-	}
 	if item != nil {
 		it := q.alias()
-		q.sql(", json_each(CASE WHEN json_type(")
-		w()
-		q.sql(") = 'array' THEN json_insert(")
-		w()
-		q.sql(", '$[#]', json(")
-		w()
-		q.sql(")) ELSE json_array(json(")
-		w()
-		q.sql(")) END) " + it)
+		last := w
+		tables = append(tables, func() {
+			q.sql("json_each(CASE WHEN json_type(")
+			last()
+			q.sql(") = 'array' THEN json_insert(")
+			last()
+			q.sql(", '$[#]', json(")
+			last()
+			q.sql(")) ELSE json_array(json(")
+			last()
+			q.sql(")) END) " + it)
+		})
 		where = append(where, func() { item(it) })
+	}
+	q.sql("EXISTS (SELECT 1")
+	for i, f := range tables {
+		if i == 0 {
+			q.sql(" FROM ")
+		} else {
+			q.sql(", ")
+		}
+		f()
 	}
 	q.sql(" WHERE ")
 	w()

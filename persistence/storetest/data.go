@@ -31,6 +31,9 @@ var dataCases = []struct {
 	{"DataIsolation", testDataIsolation},
 	{"DataLimits", testDataLimits},
 	{"DataInvalidRequests", testDataInvalidRequests},
+	{"DataLongFilters", testDataLongFilters},
+	{"DataConcurrentOneWrites", testDataConcurrentOneWrites},
+	{"DataUpdateManyBytes", testDataUpdateManyBytes},
 }
 
 // seed is the collection the read cases query; ids sort in the order the
