@@ -205,6 +205,7 @@ func (m *Main) Close() {
 
 func (m *Main) startNATS(ctx context.Context) error {
 	url := m.Config.NATSURL
+	opts := []nats.Option{nats.Name("weft"), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}
 	if url == "" {
 		port := m.Config.NATSPort
 		if port == 0 {
@@ -230,8 +231,12 @@ func (m *Main) startNATS(ctx context.Context) error {
 		}
 		m.onClose(func() { ns.Shutdown(); ns.WaitForShutdown() })
 		url = ns.ClientURL()
+		// This process talks to its own server through memory, not a
+		// loopback socket: no system call per message. Others (the nats
+		// CLI, direct publishers) use the URL.
+		opts = append(opts, nats.InProcessServer(ns))
 	}
-	nc, err := nats.Connect(url, nats.Name("weft"), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return fmt.Errorf("nats %s: %w", redact(url), err)
 	}
@@ -410,6 +415,8 @@ func (m *Main) startRedis(ctx context.Context) error {
 		m.onClose(e.Close)
 		url = e.URL()
 	}
+	// Over the loopback even to the embedded server: a client pipelines,
+	// which an in-memory pipe (unbuffered) would deadlock.
 	rdb, err := redis.Connect(ctx, url)
 	if err != nil {
 		return fmt.Errorf("redis %s: %w", redact(url), err)
