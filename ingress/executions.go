@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -135,7 +136,8 @@ func (s *Server) submit(ctx context.Context, p *Principal, body submitBody, exec
 	if err != nil {
 		return nil, err
 	}
-	if execID == "" {
+	chosen := execID != ""
+	if !chosen {
 		execID = newID()
 	}
 	ex, err := s.deps.Graphs.NewExecution(ctx, w, execID, body.Inputs, s.deps.Now())
@@ -151,6 +153,14 @@ func (s *Server) submit(ctx context.Context, p *Principal, body submitBody, exec
 		done, forget = s.waiters.add(ex.ID)
 	}
 	defer func() { forget() }()
+	if !chosen && idemKey == "" && len(s.deps.SubmitKey) > 0 && len(ex.Inputs) <= events.MaxAdmissionInputs {
+		// A fresh id and no key: nothing to look up first.
+		stored, err := s.recordAndSubmit(ctx, ex)
+		if err != nil || wait == 0 {
+			return &submitted{ex: stored}, err
+		}
+		return s.await(ctx, stored, done, wait)
+	}
 	stored, created, err := s.deps.Store.CreateExecution(ctx, ex)
 	if err != nil {
 		return nil, err
@@ -184,6 +194,46 @@ func (s *Server) submit(ctx context.Context, p *Principal, body submitBody, exec
 		return &submitted{ex: stored}, nil
 	}
 	return s.await(ctx, stored, done, wait)
+}
+
+// recordAndSubmit writes a new execution while its submission travels,
+// rather than before: the signed submission carries the record, and a
+// starter that gets it first records the execution itself (see
+// ExecutionUpdate.Create). The caller waits for the longer of the two
+// instead of their sum, and either way the execution is stored when the
+// answer goes out. Only the record or the message needs to be durable for
+// the execution to run: without the message, the reconciler submits the
+// record again; without the record, the starter writes it.
+func (s *Server) recordAndSubmit(ctx context.Context, ex *persistence.Execution) (*persistence.Execution, error) {
+	ex, err := persistence.NormalizeExecution(ex, ex.CreatedAt)
+	if err != nil {
+		return nil, err
+	}
+	s.queuedLater(ex)
+	ack, perr := s.deps.JS.PublishMsgAsync(s.submission(ex))
+	stored, _, cerr := s.deps.Store.CreateExecution(ctx, ex)
+	if perr == nil {
+		select {
+		case <-ack.Ok():
+		case perr = <-ack.Err():
+		case <-ctx.Done():
+			perr = ctx.Err()
+		case <-time.After(5 * time.Second):
+			perr = errors.New("no acknowledgement from JetStream in 5 s")
+		}
+	}
+	switch {
+	case cerr != nil && perr != nil:
+		return nil, cerr
+	case cerr != nil:
+		// Submitted, so the starter records it; what the caller sees now is
+		// the execution as submitted.
+		s.deps.Log.Warn("submission published but not recorded here; its starter records it", "execution", ex.ID, "err", cerr)
+		return ex, nil
+	case perr != nil:
+		s.deps.Log.Warn("submission recorded but not published; the reconciler will", "execution", ex.ID, "err", perr)
+	}
+	return stored, nil
 }
 
 // submission is the message that hands a recorded execution to the

@@ -93,6 +93,11 @@ type ExecutionFilter struct {
 // changes nothing the second time.
 type ExecutionUpdate struct {
 	ID string
+	// Create, when set, is the execution as first recorded (queued, ID
+	// its id), inserted before the rest unless it is stored already: the
+	// starter of a signed submission may get there before the ingress's
+	// own write of it.
+	Create *Execution
 	// Start moves a queued execution to running with this start time. It
 	// does nothing to an execution that is already running or terminal.
 	Start *time.Time

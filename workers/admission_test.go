@@ -21,17 +21,29 @@ var testSubmitKey = events.SubmissionKey([]byte("a shared secret of the deployme
 // signed submission it would publish.
 func (b *bundle) record(t *testing.T, id, text string, key []byte) *nats.Msg {
 	t.Helper()
+	ex := b.newExecution(t, id, text)
+	stored, created, err := b.store.CreateExecution(context.Background(), ex)
+	require.NoError(t, err)
+	require.True(t, created)
+	return admission(stored, key)
+}
+
+// newExecution is a queued execution of the bundle's workflow, not stored.
+func (b *bundle) newExecution(t *testing.T, id, text string) *persistence.Execution {
+	t.Helper()
 	w, err := b.store.GetWorkflow(context.Background(), b.userID, b.wf.ID)
 	require.NoError(t, err)
 	ex, err := b.engine.NewExecution(context.Background(), w, id, map[string]any{"text": text}, time.Now())
 	require.NoError(t, err)
-	stored, created, err := b.store.CreateExecution(context.Background(), ex)
-	require.NoError(t, err)
-	require.True(t, created)
+	return ex
+}
+
+// admission is the submission the ingress publishes for ex, signed with key.
+func admission(ex *persistence.Execution, key []byte) *nats.Msg {
 	m := nats.NewMsg(events.SubjectSubmit)
-	m.Data, _ = json.Marshal(events.Admission{ExecutionID: id, WorkflowID: stored.WorkflowID, WorkflowVersion: stored.WorkflowVersion,
-		UserID: stored.UserID, CreatedAt: stored.CreatedAt, Inputs: stored.Inputs})
-	m.Header.Set(events.HeaderMsgID, id)
+	m.Data, _ = json.Marshal(events.Admission{ExecutionID: ex.ID, WorkflowID: ex.WorkflowID, WorkflowVersion: ex.WorkflowVersion,
+		UserID: ex.UserID, CreatedAt: ex.CreatedAt, Inputs: ex.Inputs})
+	m.Header.Set(events.HeaderMsgID, ex.ID)
 	m.Header.Set(events.HeaderSignature, events.SignAdmission(key, m.Data))
 	return m
 }
@@ -69,6 +81,31 @@ func TestSignedSubmissionRunsWithoutReadingTheStore(t *testing.T) {
 	require.NotNil(t, ex.StartedAt)
 	b.settled(t)
 	require.Zero(t, b.loads.Load(), "the starter read no execution")
+}
+
+// TestSignedSubmissionBeforeItsRecord: the ingress writes the record while
+// the submission travels; a starter that gets there first records the
+// execution itself, once.
+func TestSignedSubmissionBeforeItsRecord(t *testing.T) {
+	t.Parallel()
+	b := setup(t, workers.Config{SubmitKey: testSubmitKey})
+	b.start(t)
+	// The ingress's write has not landed: only the submission is there.
+	ex := b.newExecution(t, uid("early"), "go")
+	other := ex.ID
+	b.publish(t, admission(ex, testSubmitKey))
+	done := b.waitEnd(t, other)
+	require.Equal(t, persistence.StatusCompleted, done.Status)
+	require.JSONEq(t, `{"a":"goa","b":"gob","d":null}`, string(done.Output))
+	require.Equal(t, b.userID, done.UserID)
+
+	// The ingress's write, late: changes nothing.
+	_, created, err := b.store.CreateExecution(context.Background(), ex)
+	require.NoError(t, err)
+	require.False(t, created)
+	again, err := b.store.LoadExecution(context.Background(), other)
+	require.NoError(t, err)
+	require.Equal(t, persistence.StatusCompleted, again.Status)
 }
 
 // TestForgedSignatureIsRefused: a submission signed with another key is

@@ -69,14 +69,16 @@ func (e *Engine) handleSubmit(ctx context.Context, m jetstream.Msg) {
 		e.failMessage(ctx, m, md, id, err)
 		return
 	}
-	e.start(ctx, m, md, ex)
+	e.start(ctx, m, md, ex, false)
 }
 
 // handleAdmission starts an execution the ingress recorded and signed. A
-// first delivery runs from the message alone; should the execution have
-// been cancelled meanwhile, the store refuses the step's writes (see
-// ApplyResult.Ended). A redelivery may follow a crash anywhere, so it
-// starts from the store, the truth.
+// first delivery runs from the message alone, and records the execution
+// should the ingress's own write of it not have landed yet (the ingress
+// writes while the submission travels); should it have been cancelled
+// meanwhile, the store refuses the step's writes (see ApplyResult.Ended).
+// A redelivery may follow a crash anywhere, so it starts from the store,
+// the truth, when the store has it.
 func (e *Engine) handleAdmission(ctx context.Context, m jetstream.Msg, md *jetstream.MsgMetadata, sig string) {
 	if !events.VerifyAdmission(e.cfg.SubmitKey, m.Data(), sig) {
 		e.reject(ctx, m, "", events.Errorf(events.CodeUnauthorized, "the submission's signature is not valid"))
@@ -89,19 +91,24 @@ func (e *Engine) handleAdmission(ctx context.Context, m jetstream.Msg, md *jetst
 	}
 	ex := &persistence.Execution{ID: ad.ExecutionID, UserID: ad.UserID, WorkflowID: ad.WorkflowID,
 		WorkflowVersion: ad.WorkflowVersion, Status: persistence.StatusQueued, Inputs: ad.Inputs, CreatedAt: ad.CreatedAt}
+	create := true
 	if md.NumDelivered > 1 {
-		var err error
-		if ex, err = e.store.LoadExecution(ctx, ad.ExecutionID); err != nil {
+		stored, err := e.store.LoadExecution(ctx, ad.ExecutionID)
+		switch {
+		case err == nil:
+			ex, create = stored, false
+		case !events.IsNotFound(err):
 			e.failMessage(ctx, m, md, ad.ExecutionID, err)
 			return
 		}
 	}
-	e.start(ctx, m, md, ex)
+	e.start(ctx, m, md, ex, create)
 }
 
 // start runs the first step of an accepted execution and acks its
-// submission once that step is durable.
-func (e *Engine) start(ctx context.Context, m jetstream.Msg, md *jetstream.MsgMetadata, ex *persistence.Execution) {
+// submission once that step is durable; with create, that step also
+// records the execution unless it is stored already.
+func (e *Engine) start(ctx context.Context, m jetstream.Msg, md *jetstream.MsgMetadata, ex *persistence.Execution, create bool) {
 	id := ex.ID
 	g, err := e.graph(ctx, ex.UserID, ex.WorkflowID, ex.WorkflowVersion)
 	if err != nil {
@@ -120,6 +127,11 @@ func (e *Engine) start(ctx context.Context, m jetstream.Msg, md *jetstream.MsgMe
 		return
 	}
 	s := newStep(e, ex, g)
+	if create {
+		rec := *ex
+		rec.Nodes = nil
+		s.upd.Create = &rec
+	}
 	s.begin()
 	if err := e.drive(ctx, s); err != nil {
 		e.failMessage(ctx, m, md, id, err)

@@ -136,10 +136,8 @@ func (s *Store) CreateExecution(ctx context.Context, e *persistence.Execution) (
 	if err != nil {
 		return nil, false, err
 	}
-	args := []any{ne.ID, ne.UserID, ne.WorkflowID, ne.WorkflowVersion, ne.Status,
-		string(ne.Inputs), nullText(ne.Output), nil, ne.IdempotencyKey,
-		toMillis(ne.CreatedAt), nullMillis(ne.StartedAt), nullMillis(ne.FinishedAt)}
-	if args[7], err = nullJSON(ne.Error); err != nil {
+	args, err := executionArgs(ne)
+	if err != nil {
 		return nil, false, err
 	}
 
@@ -409,13 +407,31 @@ func (s *Store) ApplyExecution(ctx context.Context, u persistence.ExecutionUpdat
 	if err != nil {
 		return persistence.ApplyResult{}, err
 	}
+	var create []any
+	if u.Create != nil {
+		if u.Create.ID != u.ID {
+			return persistence.ApplyResult{}, events.Errorf(events.CodeInvalid, "the execution to create is not the one updated")
+		}
+		ne, err := persistence.NormalizeExecution(u.Create, s.stamp(u.Create.CreatedAt))
+		if err != nil {
+			return persistence.ApplyResult{}, err
+		}
+		if create, err = executionArgs(ne); err != nil {
+			return persistence.ApplyResult{}, err
+		}
+	}
 	logs := make([][]any, len(u.Logs))
 	for i, l := range u.Logs {
 		logs[i] = []any{u.ID, l.NodeID, toMillis(s.stamp(l.At)), l.Level, l.Message}
 	}
-	var start, finish []any
+	var (
+		start  []any
+		finish []any
+		began  any // the start time, for an execution started and finished at once
+	)
 	if u.Start != nil {
-		start = []any{toMillis(s.stamp(*u.Start)), u.ID}
+		began = toMillis(s.stamp(*u.Start))
+		start = []any{began, u.ID}
 	}
 	if f := u.Finish; f != nil {
 		if !finishStatus(f.Status) {
@@ -425,32 +441,25 @@ func (s *Store) ApplyExecution(ctx context.Context, u persistence.ExecutionUpdat
 		if err != nil {
 			return persistence.ApplyResult{}, err
 		}
-		finish = []any{f.Status, nullText(f.Output), errJSON, toMillis(s.stamp(f.At)), u.ID}
+		finish = []any{f.Status, nullText(f.Output), errJSON, toMillis(s.stamp(f.At)), began, u.ID}
 	}
 
 	var res persistence.ApplyResult
 	err = s.do(ctx, func(t *wtx) error {
 		res = persistence.ApplyResult{}
+		if create != nil {
+			if _, err := t.exec(insertExecution, create...); err != nil {
+				return internal(err)
+			}
+		}
 		var status string
 		if err := t.queryRow(`SELECT status FROM executions WHERE id = ?`, u.ID).Scan(&status); err != nil {
 			return notFound(err, "execution")
 		}
 		if persistence.Terminal(status) {
 			res.Ended = true
-		} else if err := applyOpen(t, status, start, nodes, logs); err != nil {
+		} else if err := applyOpen(t, status, start, finish, nodes, logs, &res); err != nil {
 			return err
-		}
-		if finish != nil && !persistence.Terminal(status) {
-			r, err := t.exec(`UPDATE executions SET status = ?, output = ?, error = ?, finished_at = ?
-				WHERE id = ? AND status NOT IN `+terminalSQL, finish...)
-			if err != nil {
-				return internal(err)
-			}
-			n, err := r.RowsAffected()
-			if err != nil {
-				return internal(err)
-			}
-			res.Finished = n == 1
 		}
 		if u.Reload {
 			e, err := loadExecution(t, `WHERE e.id = ?`, u.ID)
@@ -467,18 +476,46 @@ func (s *Store) ApplyExecution(ctx context.Context, u persistence.ExecutionUpdat
 	return res, nil
 }
 
-// applyOpen writes an update's start, nodes and logs to an execution that
-// has not ended.
-func applyOpen(t *wtx, status string, start []any, nodes, logs [][]any) error {
-	if start != nil && status == persistence.StatusQueued {
-		if _, err := t.exec(`UPDATE executions SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'`, start...); err != nil {
-			return internal(err)
-		}
-	}
+// applyOpen writes an update's nodes, logs, start and finish to an
+// execution that has not ended. An execution started and finished by one
+// update (a run of pure nodes) has its row written once.
+func applyOpen(t *wtx, status string, start, finish []any, nodes, logs [][]any, res *persistence.ApplyResult) error {
 	if err := t.execRows(upsertNodesN, nodes); err != nil {
 		return err
 	}
-	return t.execRows(insertLogsN, logs)
+	if err := t.execRows(insertLogsN, logs); err != nil {
+		return err
+	}
+	if finish == nil {
+		if start != nil && status == persistence.StatusQueued {
+			if _, err := t.exec(`UPDATE executions SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'`, start...); err != nil {
+				return internal(err)
+			}
+		}
+		return nil
+	}
+	r, err := t.exec(`UPDATE executions SET status = ?, output = ?, error = ?, finished_at = ?,
+		started_at = coalesce(started_at, ?) WHERE id = ? AND status NOT IN `+terminalSQL, finish...)
+	if err != nil {
+		return internal(err)
+	}
+	n, err := r.RowsAffected()
+	if err != nil {
+		return internal(err)
+	}
+	res.Finished = n == 1
+	return nil
+}
+
+// executionArgs are insertExecution's arguments for a normalised execution.
+func executionArgs(ne *persistence.Execution) ([]any, error) {
+	errJSON, err := nullJSON(ne.Error)
+	if err != nil {
+		return nil, err
+	}
+	return []any{ne.ID, ne.UserID, ne.WorkflowID, ne.WorkflowVersion, ne.Status,
+		string(ne.Inputs), nullText(ne.Output), errJSON, ne.IdempotencyKey,
+		toMillis(ne.CreatedAt), nullMillis(ne.StartedAt), nullMillis(ne.FinishedAt)}, nil
 }
 
 // finishStatus reports whether an execution may end in status.

@@ -340,6 +340,32 @@ func testExecutionsApply(t *testing.T, b *bundle) {
 	require.Nil(t, res.Execution.StartedAt)
 	require.Empty(t, res.Execution.Nodes)
 
+	// Create: an update may record the execution it starts, unless it is
+	// stored already (the starter of a signed submission racing the
+	// ingress's own write); either way there is one execution, as first
+	// recorded, with the update applied.
+	fresh := newExecution(b.ann, "01JWF", "")
+	res = b.apply(t, persistence.ExecutionUpdate{ID: fresh.ID, Create: fresh, Start: &started, Reload: true,
+		Nodes:  map[string]*persistence.NodeState{"a": {Type: "input", Status: persistence.StatusCompleted, Attempts: 1}},
+		Finish: &persistence.Finish{Status: persistence.StatusCompleted, Output: json.RawMessage(`{"ok":true}`), At: finished}})
+	require.True(t, res.Finished)
+	got, err = b.store.GetExecution(b.ctx, b.ann.ID, fresh.ID)
+	require.NoError(t, err)
+	require.Equal(t, persistence.StatusCompleted, got.Status)
+	require.Equal(t, `{"n": 1, "s":"x"}`, string(got.Inputs))
+	requireTime(t, started, *got.StartedAt)
+	require.Len(t, got.Nodes, 1)
+	again := *fresh
+	again.Inputs = json.RawMessage(`{"n":2}`)
+	_, created, err := b.store.CreateExecution(b.ctx, &again)
+	require.NoError(t, err)
+	require.False(t, created, "the ingress's own write comes second: nothing changes")
+	res = b.apply(t, persistence.ExecutionUpdate{ID: fresh.ID, Create: &again, Reload: true})
+	require.True(t, res.Ended)
+	require.Equal(t, `{"n": 1, "s":"x"}`, string(res.Execution.Inputs), "stored as first recorded")
+	_, err = b.store.ApplyExecution(b.ctx, persistence.ExecutionUpdate{ID: "other", Create: fresh})
+	require.Error(t, err, "Create must be the execution updated")
+
 	// Start, nodes and finish in one update: output is kept byte for byte.
 	one := b.execution(t, newExecution(b.ann, "01JWF", ""))
 	res = b.apply(t, persistence.ExecutionUpdate{ID: one.ID, Start: &started, Reload: true,
