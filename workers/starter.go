@@ -4,13 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/json"
+	stdjson "encoding/json"
 	"errors"
 	"math/rand/v2"
 	"regexp"
 	"strings"
 	"time"
 
+	json "github.com/goccy/go-json"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
@@ -371,7 +372,7 @@ func retryDelay(base time.Duration, attempt int, retryAfter time.Duration) time.
 
 // decodeStrict decodes one JSON object, refusing unknown fields.
 func decodeStrict(data []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
+	dec := stdjson.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return errors.New("the message is not the JSON object expected: " + err.Error())

@@ -2,13 +2,13 @@ package redis
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
+	json "github.com/goccy/go-json"
 	goredis "github.com/redis/go-redis/v9"
 )
 

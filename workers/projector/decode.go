@@ -2,8 +2,9 @@ package projector
 
 import (
 	"bytes"
-	"encoding/json"
 	"time"
+
+	json "github.com/goccy/go-json"
 
 	"github.com/weftdev/weft/events"
 )
