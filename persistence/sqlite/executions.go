@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -447,13 +448,17 @@ func (s *Store) ApplyExecution(ctx context.Context, u persistence.ExecutionUpdat
 	var res persistence.ApplyResult
 	err = s.do(ctx, func(t *wtx) error {
 		res = persistence.ApplyResult{}
-		if create != nil {
+		var status string
+		err := t.queryRow(`SELECT status FROM executions WHERE id = ?`, u.ID).Scan(&status)
+		if errors.Is(err, sql.ErrNoRows) && create != nil {
+			// Mostly the record is there already: looked for first, as
+			// an insert that meets it costs more than the look.
 			if _, err := t.exec(insertExecution, create...); err != nil {
 				return internal(err)
 			}
+			status, err = persistence.StatusQueued, nil
 		}
-		var status string
-		if err := t.queryRow(`SELECT status FROM executions WHERE id = ?`, u.ID).Scan(&status); err != nil {
+		if err != nil {
 			return notFound(err, "execution")
 		}
 		if persistence.Terminal(status) {
