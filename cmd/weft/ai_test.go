@@ -100,12 +100,7 @@ func TestAINodeFallsBackAndStreamsTokens(t *testing.T) {
 	require.Equal(t, 202, res.Status, string(res.Raw))
 	id := res.Body["id"].(string)
 
-	req, err := http.NewRequest("GET", b.url+"/api/executions/"+id+"/events", nil)
-	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+u.Token)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
+	resp := b.events(t, u.Token, id)
 	require.Equal(t, 200, resp.StatusCode)
 	var (
 		tokens []string

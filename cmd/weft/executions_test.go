@@ -191,12 +191,7 @@ func TestExecutionEventsStream(t *testing.T) {
 	res := b.call(t, "POST", "/api/executions", u.Token, map[string]any{"workflowId": wf, "inputs": map[string]any{"text": "sse"}})
 	id := res.Body["id"].(string)
 
-	req, err := http.NewRequest("GET", b.url+"/api/executions/"+id+"/events", nil)
-	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+u.Token)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
+	resp := b.events(t, u.Token, id)
 	require.Equal(t, "text/event-stream", resp.Header.Get("Content-Type"))
 
 	require.NoError(t, b.main.engine.Start(context.Background(), []string{"INPUT", "TRANSFORM", "CONDITION", "OUTPUT"}))
@@ -228,15 +223,10 @@ func TestEventsStreamEndsWhenItsEndIsMissed(t *testing.T) {
 	b.main.engine.Stop()
 	res := b.call(t, "POST", "/api/executions", u.Token, map[string]any{"workflowId": wf, "inputs": map[string]any{"text": "sse"}})
 	id := res.Body["id"].(string)
-	req, err := http.NewRequest("GET", b.url+"/api/executions/"+id+"/events", nil)
-	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+u.Token)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
+	resp := b.events(t, u.Token, id)
 
 	// Ended behind the stream's back: recorded, never announced.
-	_, err = b.main.store.ApplyExecution(context.Background(), persistence.ExecutionUpdate{ID: id,
+	_, err := b.main.store.ApplyExecution(context.Background(), persistence.ExecutionUpdate{ID: id,
 		Finish: &persistence.Finish{Status: persistence.StatusCancelled, At: time.Now()}})
 	require.NoError(t, err)
 	start := time.Now()
@@ -251,6 +241,18 @@ func TestEventsStreamEndsWhenItsEndIsMissed(t *testing.T) {
 	}
 	require.Equal(t, `data: {"status":"cancelled"}`, lines[len(lines)-1], strings.Join(lines, "\n"))
 	require.Less(t, time.Since(start), 5*time.Second)
+}
+
+// events opens an execution's event stream (SSE).
+func (b *bundle) events(t *testing.T, token, id string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest("GET", b.url+"/api/executions/"+id+"/events", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = resp.Body.Close() })
+	return resp
 }
 
 // natsClient connects to the dev process's NATS as a direct publisher would.
