@@ -10,6 +10,7 @@ import (
 	"github.com/go-redis/redis_rate/v10"
 	json "github.com/goccy/go-json"
 	goredis "github.com/redis/go-redis/v9"
+	"golang.org/x/sync/singleflight"
 )
 
 // Connect opens a client for a redis:// or rediss:// URL and checks that the
@@ -226,6 +227,8 @@ type Limiter struct {
 	prefix string
 	now    func() time.Time
 
+	refills singleflight.Group
+
 	mu        sync.Mutex
 	grants    map[string]*grant
 	downUntil time.Time // Redis failed: not tried again before then
@@ -261,19 +264,40 @@ func chunk(limit Limit) int {
 // Allow takes one event from key's budget. When the budget is spent it
 // reports false and how long until the next event is allowed.
 func (l *Limiter) Allow(ctx context.Context, key string, limit Limit) (bool, time.Duration, error) {
-	now := l.now()
-	l.mu.Lock()
-	if g := l.grants[key]; g != nil && g.left > 0 && now.Before(g.expires) {
-		g.left--
+	// A refill serves the callers that waited for it; one that finds it
+	// spent by the others asks again. Each round takes budget or learns
+	// that there is none, so this ends.
+	for {
+		now := l.now()
+		l.mu.Lock()
+		if g := l.grants[key]; g != nil && g.left > 0 && now.Before(g.expires) {
+			g.left--
+			l.mu.Unlock()
+			return true, 0, nil
+		}
+		if now.Before(l.downUntil) {
+			l.mu.Unlock()
+			return false, 0, ErrDown
+		}
 		l.mu.Unlock()
-		return true, 0, nil
+		// One refill per key at a time: when a grant runs out under load,
+		// the callers that find it empty together share one round trip
+		// instead of each taking a chunk that the next overwrites.
+		v, err, _ := l.refills.Do(key, func() (any, error) {
+			// Not the first caller's cancel: the others wait on it too.
+			return l.refill(context.WithoutCancel(ctx), key, limit, now)
+		})
+		if err != nil {
+			return false, 0, err
+		}
+		if res := v.(*redis_rate.Result); res.Allowed == 0 {
+			return false, res.RetryAfter, nil
+		}
 	}
-	if now.Before(l.downUntil) {
-		l.mu.Unlock()
-		return false, 0, ErrDown
-	}
-	l.mu.Unlock()
+}
 
+// refill takes a chunk of key's budget from Redis into its grant.
+func (l *Limiter) refill(ctx context.Context, key string, limit Limit, now time.Time) (*redis_rate.Result, error) {
 	res, err := l.rl.AllowAtMost(ctx, l.prefix+key, limit, chunk(limit))
 	if err != nil {
 		if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
@@ -283,21 +307,20 @@ func (l *Limiter) Allow(ctx context.Context, key string, limit Limit) (bool, tim
 			l.downUntil = now.Add(DownFor)
 			l.mu.Unlock()
 		}
-		return false, 0, err
+		return nil, err
 	}
-	if res.Allowed == 0 {
-		return false, res.RetryAfter, nil
-	}
-	l.mu.Lock()
-	if len(l.grants) > 100_000 {
-		// Many distinct keys (IPs): forget the stale grants.
-		for k, g := range l.grants {
-			if !now.Before(g.expires) {
-				delete(l.grants, k)
+	if res.Allowed > 0 {
+		l.mu.Lock()
+		if len(l.grants) > 100_000 {
+			// Many distinct keys (IPs): forget the stale grants.
+			for k, g := range l.grants {
+				if !now.Before(g.expires) {
+					delete(l.grants, k)
+				}
 			}
 		}
+		l.grants[key] = &grant{left: res.Allowed, expires: now.Add(grantTTL)}
+		l.mu.Unlock()
 	}
-	l.grants[key] = &grant{left: res.Allowed - 1, expires: now.Add(grantTTL)}
-	l.mu.Unlock()
-	return true, 0, nil
+	return res, nil
 }

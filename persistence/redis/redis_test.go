@@ -5,9 +5,14 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
@@ -108,4 +113,56 @@ func TestConnectRefusesBadURLs(t *testing.T) {
 	require.Error(t, err)
 	_, err = Connect(context.Background(), "redis://127.0.0.1:1")
 	require.Error(t, err)
+}
+
+// scriptCounter counts the scripts a client runs.
+type scriptCounter struct{ n atomic.Int64 }
+
+func (c *scriptCounter) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+func (c *scriptCounter) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		if n := strings.ToLower(cmd.Name()); n == "evalsha" || n == "eval" {
+			c.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (c *scriptCounter) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return next
+}
+
+// TestLimiterUnderConcurrency: callers that find a key's grant empty
+// together share one round trip, and a small budget is still exact.
+func TestLimiterUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	url, prefix := server(t)
+	rdb, err := Connect(context.Background(), url)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = rdb.Close() })
+	counter := &scriptCounter{}
+	rdb.AddHook(counter)
+	l := NewLimiter(rdb, prefix)
+
+	run := func(key string, limit Limit, n int) (allowed int64) {
+		var wg sync.WaitGroup
+		var yes atomic.Int64
+		start := make(chan struct{})
+		for range n {
+			wg.Go(func() {
+				<-start
+				ok, _, err := l.Allow(context.Background(), key, limit)
+				assert.NoError(t, err)
+				if ok {
+					yes.Add(1)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		return yes.Load()
+	}
+	require.EqualValues(t, 64, run("big", PerMinute(1_000_000), 64))
+	require.LessOrEqual(t, counter.n.Load(), int64(4), "64 callers, a handful of refills")
+
+	require.EqualValues(t, 20, run("small", PerMinute(20), 60), "a small budget is exact")
 }
