@@ -170,7 +170,11 @@ func (s *Server) submit(ctx context.Context, p *Principal, body submitBody, exec
 		// this is the same request; a key reused for another one is a
 		// client bug that must not pass for a success.
 		if stored.WorkflowID != ex.WorkflowID || !bytes.Equal(stored.Inputs, ex.Inputs) {
-			return nil, events.Errorf(events.CodeConflict, "the Idempotency-Key was used for another request (workflow or inputs differ)")
+			what := "Idempotency-Key"
+			if idemKey == "" {
+				what = "executionId"
+			}
+			return nil, events.Errorf(events.CodeConflict, "the %s was used for another request (workflow or inputs differ)", what)
 		}
 		if wait > 0 && !persistence.Terminal(stored.Status) {
 			forget()
