@@ -63,8 +63,7 @@ func TestQueuedGauge(t *testing.T) {
 	u := b.register(t)
 	wf := b.workflow(t, u, seedWorkflow())
 	b.main.engine.Stop()
-	res := b.call(t, "POST", "/api/executions", u.Token, map[string]any{"workflowId": wf, "inputs": map[string]any{"text": "wait"}})
-	require.Equal(t, 202, res.Status)
+	b.submit(t, u, wf, "wait")
 	gauge := func(name string) float64 {
 		o := b.call(t, "GET", "/api/dashboard/overview", u.Token, nil)
 		return o.Body["executions"].(map[string]any)[name].(float64)

@@ -96,10 +96,7 @@ func TestExecutionSubmitThenPoll(t *testing.T) {
 	b := setup(t)
 	u := b.register(t)
 	wf := b.workflow(t, u, seedWorkflow())
-	res := b.call(t, "POST", "/api/executions", u.Token, map[string]any{"workflowId": wf, "inputs": map[string]any{"text": "poll"}})
-	require.Equal(t, 202, res.Status, string(res.Raw))
-	require.Equal(t, "queued", res.Body["status"])
-	id := res.Body["id"].(string)
+	id := b.submit(t, u, wf, "poll")
 	require.Eventually(t, func() bool {
 		got := b.call(t, "GET", "/api/executions/"+id, u.Token, nil)
 		return got.Status == 200 && got.Body["status"] == "completed"
@@ -164,9 +161,7 @@ func TestCancelQueued(t *testing.T) {
 	wf := api.workflow(t, u, seedWorkflow())
 	// With the engine stopped, nothing starts the execution.
 	api.main.engine.Stop()
-	res := api.call(t, "POST", "/api/executions", u.Token, map[string]any{"workflowId": wf, "inputs": map[string]any{"text": "stop"}})
-	require.Equal(t, 202, res.Status)
-	id := res.Body["id"].(string)
+	id := api.submit(t, u, wf, "stop")
 	cancelled := api.call(t, "POST", "/api/executions/"+id+"/cancel", u.Token, nil)
 	require.Equal(t, 200, cancelled.Status, string(cancelled.Raw))
 	require.Equal(t, "cancelled", cancelled.Body["status"])
@@ -188,10 +183,7 @@ func TestExecutionEventsStream(t *testing.T) {
 	u := b.register(t)
 	wf := b.workflow(t, u, seedWorkflow())
 	b.main.engine.Stop()
-	res := b.call(t, "POST", "/api/executions", u.Token, map[string]any{"workflowId": wf, "inputs": map[string]any{"text": "sse"}})
-	id := res.Body["id"].(string)
-
-	resp := b.events(t, u.Token, id)
+	resp := b.events(t, u.Token, b.submit(t, u, wf, "sse"))
 	require.Equal(t, "text/event-stream", resp.Header.Get("Content-Type"))
 
 	require.NoError(t, b.main.engine.Start(context.Background(), []string{"INPUT", "TRANSFORM", "CONDITION", "OUTPUT"}))
@@ -221,8 +213,7 @@ func TestEventsStreamEndsWhenItsEndIsMissed(t *testing.T) {
 	u := b.register(t)
 	wf := b.workflow(t, u, seedWorkflow())
 	b.main.engine.Stop()
-	res := b.call(t, "POST", "/api/executions", u.Token, map[string]any{"workflowId": wf, "inputs": map[string]any{"text": "sse"}})
-	id := res.Body["id"].(string)
+	id := b.submit(t, u, wf, "sse")
 	resp := b.events(t, u.Token, id)
 
 	// Ended behind the stream's back: recorded, never announced.
@@ -241,6 +232,16 @@ func TestEventsStreamEndsWhenItsEndIsMissed(t *testing.T) {
 	}
 	require.Equal(t, `data: {"status":"cancelled"}`, lines[len(lines)-1], strings.Join(lines, "\n"))
 	require.Less(t, time.Since(start), 5*time.Second)
+}
+
+// submit starts an execution of the seed workflow without waiting: it is
+// accepted as queued, and its id returned.
+func (b *bundle) submit(t *testing.T, u user, wf, text string) string {
+	t.Helper()
+	res := b.call(t, "POST", "/api/executions", u.Token, map[string]any{"workflowId": wf, "inputs": map[string]any{"text": text}})
+	require.Equal(t, 202, res.Status, string(res.Raw))
+	require.Equal(t, "queued", res.Body["status"])
+	return res.Body["id"].(string)
 }
 
 // events opens an execution's event stream (SSE).
