@@ -215,7 +215,7 @@ func (s *Server) recordAndSubmit(ctx context.Context, ex *persistence.Execution)
 	}
 	s.queuedLater(ex)
 	ack, perr := s.deps.JS.PublishMsgAsync(s.submission(ex))
-	stored, _, cerr := s.deps.Store.CreateExecution(ctx, ex)
+	_, _, cerr := s.deps.Store.CreateExecution(ctx, ex)
 	if perr == nil {
 		select {
 		case <-ack.Ok():
@@ -230,14 +230,14 @@ func (s *Server) recordAndSubmit(ctx context.Context, ex *persistence.Execution)
 	case cerr != nil && perr != nil:
 		return nil, cerr
 	case cerr != nil:
-		// Submitted, so the starter records it; what the caller sees now is
-		// the execution as submitted.
 		s.deps.Log.Warn("submission published but not recorded here; its starter records it", "execution", ex.ID, "err", cerr)
-		return ex, nil
 	case perr != nil:
 		s.deps.Log.Warn("submission recorded but not published; the reconciler will", "execution", ex.ID, "err", perr)
 	}
-	return stored, nil
+	// The execution as submitted, queued, even when a fast starter has
+	// recorded more already: a submission is answered 202, and a waiting
+	// caller gets the end from its event.
+	return ex, nil
 }
 
 // submission is the message that hands a recorded execution to the
