@@ -435,17 +435,22 @@ func (s *Store) ApplyExecution(ctx context.Context, u persistence.ExecutionUpdat
 	if u.Finish != nil && !finishStatus(u.Finish.Status) {
 		return persistence.ApplyResult{}, events.Errorf(events.CodeInvalid, "cannot finish an execution as %q", u.Finish.Status)
 	}
-	if u.Create != nil {
-		if u.Create.ID != u.ID {
-			return persistence.ApplyResult{}, events.Errorf(events.CodeInvalid, "the execution to create is not the one updated")
-		}
+	if u.Create != nil && u.Create.ID != u.ID {
+		return persistence.ApplyResult{}, events.Errorf(events.CodeInvalid, "the execution to create is not the one updated")
+	}
+	var d executionDoc
+	find := func() error {
+		return s.col(colExecutions).FindOne(ctx, bson.D{{Key: "_id", Value: u.ID}},
+			options.FindOne().SetProjection(bson.D{{Key: "inputs", Value: 0}, {Key: "output", Value: 0}})).Decode(&d)
+	}
+	err := find()
+	if errors.Is(err, mongo.ErrNoDocuments) && u.Create != nil {
+		// Mostly the record is there already: looked for first.
 		if _, _, err := s.CreateExecution(ctx, u.Create); err != nil {
 			return persistence.ApplyResult{}, err
 		}
+		err = find()
 	}
-	var d executionDoc
-	err := s.col(colExecutions).FindOne(ctx, bson.D{{Key: "_id", Value: u.ID}},
-		options.FindOne().SetProjection(bson.D{{Key: "inputs", Value: 0}, {Key: "output", Value: 0}})).Decode(&d)
 	if err != nil {
 		return persistence.ApplyResult{}, findErr(err, "execution")
 	}
