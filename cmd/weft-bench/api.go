@@ -10,12 +10,18 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
-// client talks to the engine's HTTP API over keep-alive connections.
+// client talks to the engine's HTTP API over keep-alive connections:
+// net/http for the setup, fasthttp for the load, so that the generator,
+// which shares the machine with the engine, spends as little of it as it
+// can (about half of net/http's CPU per request).
 type client struct {
 	base string
 	hc   *http.Client
+	fast *fasthttp.HostClient
 }
 
 func newClient(base string) *client {
@@ -27,7 +33,27 @@ func newClient(base string) *client {
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
 	}
-	return &client{base: strings.TrimRight(base, "/"), hc: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+	base = strings.TrimRight(base, "/")
+	return &client{base: base, hc: &http.Client{Transport: tr, Timeout: 30 * time.Second},
+		fast: &fasthttp.HostClient{Addr: strings.TrimPrefix(base, "http://"), MaxConns: 1024,
+			ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}}
+}
+
+// post sends one POST with a JSON body and one extra header through the
+// fast client; it returns the status and a copy of the answer.
+func (c *client) post(path string, body []byte, header, value string) (int, []byte, error) {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI(c.base + path)
+	req.Header.SetMethod(fasthttp.MethodPost)
+	req.Header.SetContentType("application/json")
+	req.Header.Set(header, value)
+	req.SetBodyRaw(body)
+	if err := c.fast.Do(req, resp); err != nil {
+		return 0, nil, err
+	}
+	return resp.StatusCode(), append([]byte(nil), resp.Body()...), nil
 }
 
 // do sends one request and reads the whole answer.

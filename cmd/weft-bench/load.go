@@ -221,7 +221,6 @@ func httpLoad(ctx context.Context, c *client, s setup, name string, conc int, du
 		cur, _ := eng.rss()
 		return fmt.Sprintf("  RSS %.0f MB", cur)
 	}, stop)
-	header := http.Header{"X-Api-Key": {s.apiKey}}
 	start := time.Now()
 	var wg sync.WaitGroup
 	for w := range conc {
@@ -235,12 +234,12 @@ func httpLoad(ctx context.Context, c *client, s setup, name string, conc int, du
 				n := i % 10
 				body, _ := json.Marshal(obj{"workflowId": s.seedID, "inputs": obj{"text": text, "n": n}})
 				t0 := time.Now()
-				status, b, err := c.do(ctx, "POST", "/api/executions?wait=5s", body, header)
+				status, b, err := c.post("/api/executions?wait=5s", body, "X-Api-Key", s.apiKey)
 				t1 := time.Now()
+				if ctx.Err() != nil {
+					return // the phase's time ran out mid-request: not counted
+				}
 				if err != nil {
-					if ctx.Err() != nil {
-						return // the phase's time ran out mid-request: not counted
-					}
 					t.fail("transport: "+err.Error(), t1)
 					continue
 				}
