@@ -9,9 +9,13 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/nats-io/nats.go"
 	"github.com/oklog/ulid/v2"
 	"golang.org/x/crypto/bcrypt"
 
@@ -52,12 +56,22 @@ type AuthConfig struct {
 
 // Auth issues and checks credentials. Sessions and API keys are cached in
 // Redis for an hour; when Redis is down they are read from the store.
+// Once Listen has subscribed to revocations, a process also keeps the
+// credentials it checked for localAuthTTL, so a busy caller costs no round
+// trip at all.
 type Auth struct {
 	cfg   AuthConfig
 	store persistence.Store
 	cache *redis.Cache
 	log   *slog.Logger
 	now   func() time.Time
+	// local is the in-process layer, nil until Listen. revocations counts
+	// the revocations heard: a check that read a credential while one was
+	// heard does not keep it, as what it read may be the revoked one.
+	local       *lru.Cache[string, localPrincipal]
+	revocations atomic.Uint64
+	nc          *nats.Conn
+	listenOnce  sync.Once
 	// dummyHash is compared against when an email is unknown, so a login
 	// takes as long whether or not the account exists.
 	dummyHash []byte
@@ -85,6 +99,48 @@ func NewAuth(cfg AuthConfig, store persistence.Store, cache *redis.Cache, log *s
 		now = time.Now
 	}
 	return &Auth{cfg: cfg, store: store, cache: cache, log: log, now: now, dummyHash: dummy}, nil
+}
+
+// subjectAuthRevoked tells every process that a credential was revoked
+// (an API key deleted, a session ended): its cache key is the payload.
+const subjectAuthRevoked = "weft.cache.auth"
+
+// localAuthTTL bounds how long a process trusts its own copy of a checked
+// credential. A revocation is heard over core NATS in well under a
+// millisecond and drops the copy at once; the TTL covers a process that
+// missed it (NATS reconnecting), which may accept a revoked credential for
+// at most this long.
+const localAuthTTL = 2 * time.Second
+
+// localPrincipal is a checked credential and when it was checked.
+type localPrincipal struct {
+	p  Principal
+	at time.Time
+}
+
+// Listen subscribes to revocations and turns on the in-process layer. The
+// returned func unsubscribes and turns it off. Call it once.
+func (a *Auth) Listen(nc *nats.Conn) (stop func(), err error) {
+	local, err := lru.New[string, localPrincipal](10_000)
+	if err != nil {
+		return nil, err
+	}
+	sub, err := nc.Subscribe(subjectAuthRevoked, func(m *nats.Msg) { a.heard(string(m.Data)) })
+	if err != nil {
+		return nil, err
+	}
+	a.nc, a.local = nc, local
+	return func() {
+		_ = sub.Unsubscribe()
+		a.revocations.Add(1)
+		local.Purge()
+	}, nil
+}
+
+// heard drops a revoked credential from this process.
+func (a *Auth) heard(key string) {
+	a.revocations.Add(1)
+	a.local.Remove(key)
 }
 
 // Tokens is what register, login and refresh answer.
@@ -248,6 +304,7 @@ func (a *Auth) authenticateToken(ctx context.Context, token string) (*Principal,
 	}
 	p := &Principal{UserID: claims.Subject, SessionID: claims.SessionID}
 	key := "session:" + claims.SessionID
+	heard := a.revocations.Load()
 	var cached Principal
 	if a.lookup(ctx, key, &cached) && cached.UserID == p.UserID {
 		return p, nil
@@ -259,13 +316,14 @@ func (a *Auth) authenticateToken(ctx context.Context, token string) (*Principal,
 	if err != nil {
 		return nil, err
 	}
-	a.remember(ctx, key, p, minDuration(sessionCacheTTL, s.ExpiresAt.Sub(a.now())))
+	a.remember(ctx, key, p, minDuration(sessionCacheTTL, s.ExpiresAt.Sub(a.now())), heard)
 	return p, nil
 }
 
 func (a *Auth) authenticateKey(ctx context.Context, key string) (*Principal, error) {
 	hash := hashSecret(key)
 	ckey := "apikey:" + hash
+	heard := a.revocations.Load()
 	var p Principal
 	if a.lookup(ctx, ckey, &p) {
 		return &p, nil
@@ -278,7 +336,7 @@ func (a *Auth) authenticateKey(ctx context.Context, key string) (*Principal, err
 		return nil, err
 	}
 	p = Principal{UserID: k.UserID, APIKeyID: k.ID}
-	a.remember(ctx, ckey, &p, sessionCacheTTL)
+	a.remember(ctx, ckey, &p, sessionCacheTTL, heard)
 	return &p, nil
 }
 
@@ -321,20 +379,45 @@ func (a *Auth) DeleteAPIKey(ctx context.Context, userID, id string) error {
 	return nil
 }
 
-// lookup reads a cached principal; any Redis failure is a miss.
+// lookup reads a cached principal, in process first, then in Redis; any
+// Redis failure is a miss. A principal found in Redis is kept in process
+// unless a revocation was heard meanwhile.
 func (a *Auth) lookup(ctx context.Context, key string, p *Principal) bool {
+	now := a.now()
+	if a.local != nil {
+		if e, ok := a.local.Get(key); ok && now.Sub(e.at) < localAuthTTL {
+			*p = e.p
+			return true
+		}
+	}
 	if a.cache == nil {
 		return false
 	}
+	heard := a.revocations.Load()
 	ok, err := a.cache.Get(ctx, key, p)
 	if err != nil && !errors.Is(err, redis.ErrDown) {
 		a.log.Warn("cache read failed; using the store", "err", err)
 	}
+	if ok {
+		a.keepLocal(key, p, now, heard)
+	}
 	return ok
 }
 
-func (a *Auth) remember(ctx context.Context, key string, p *Principal, ttl time.Duration) {
-	if a.cache == nil || ttl <= 0 {
+// keepLocal keeps a principal read at now in process, unless a revocation
+// was heard since heard was loaded.
+func (a *Auth) keepLocal(key string, p *Principal, now time.Time, heard uint64) {
+	if a.local != nil && a.revocations.Load() == heard {
+		a.local.Add(key, localPrincipal{p: *p, at: now})
+	}
+}
+
+// remember caches a principal read from the store, in process and in
+// Redis, unless this process heard a revocation since heard was loaded:
+// what it read may be the revoked credential.
+func (a *Auth) remember(ctx context.Context, key string, p *Principal, ttl time.Duration, heard uint64) {
+	a.keepLocal(key, p, a.now(), heard)
+	if a.cache == nil || ttl <= 0 || a.revocations.Load() != heard {
 		return
 	}
 	if err := a.cache.Set(ctx, key, p, ttl); err != nil {
@@ -342,7 +425,16 @@ func (a *Auth) remember(ctx context.Context, key string, p *Principal, ttl time.
 	}
 }
 
+// forget drops a revoked credential from every layer of every process.
 func (a *Auth) forget(ctx context.Context, key string) {
+	if a.local != nil {
+		a.heard(key)
+		if err := a.nc.Publish(subjectAuthRevoked, []byte(key)); err == nil {
+			_ = a.nc.Flush()
+		} else {
+			a.log.Error("revocation not announced; other processes may accept the credential for a little longer", "err", err, "within", localAuthTTL)
+		}
+	}
 	if a.cache == nil {
 		return
 	}

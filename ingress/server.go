@@ -96,6 +96,7 @@ type Server struct {
 	cfg      Config
 	deps     Deps
 	auth     *Auth
+	authStop func()
 	app      *fiber.App
 	metrics  *httpMetrics
 	waiters  *waiters
@@ -109,7 +110,7 @@ type Server struct {
 }
 
 // New builds the API.
-func New(cfg Config, deps Deps) (*Server, error) {
+func New(cfg Config, deps Deps) (_ *Server, err error) {
 	if deps.Store == nil || deps.NC == nil || deps.JS == nil || deps.Graphs == nil {
 		return nil, errors.New("ingress: a store, a NATS connection and a graph compiler are required")
 	}
@@ -137,16 +138,24 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if cfg.RateAuth.IsZero() {
 		cfg.RateAuth = redis.PerMinute(30)
 	}
-	auth := deps.Auth
+	auth, authStop := deps.Auth, func() {}
 	if auth == nil {
-		var err error
+		// Its own credential checker, listening for revocations until
+		// Shutdown.
 		if auth, err = NewAuth(cfg.Auth, deps.Store, deps.Cache, deps.Log, deps.Now); err != nil {
 			return nil, err
 		}
+		if authStop, err = auth.Listen(deps.NC); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				authStop()
+			}
+		}()
 	}
-	s := &Server{cfg: cfg, deps: deps, auth: auth, metrics: newHTTPMetrics(deps.Registry), done: make(chan struct{}),
+	s := &Server{cfg: cfg, deps: deps, auth: auth, authStop: authStop, metrics: newHTTPMetrics(deps.Registry), done: make(chan struct{}),
 		runSlots: make(chan struct{}, runConcurrency), testAISlot: make(chan struct{}, 1)}
-	var err error
 	if s.wfCache, err = newWorkflowCache(deps.Store, deps.Cache, deps.NC); err != nil {
 		return nil, err
 	}
@@ -190,6 +199,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		_ = s.runSub.Drain()
 		s.waiters.stop()
 		s.wfCache.stop()
+		s.authStop()
 	})
 	return s.app.ShutdownWithContext(ctx)
 }

@@ -275,7 +275,15 @@ func (m *Main) startAuth(ctx context.Context) error {
 		cache = redis.NewCache(m.rdb, m.Config.RedisPrefix)
 	}
 	m.auth, err = ingress.NewAuth(ingress.AuthConfig{Secret: secret, BcryptCost: m.Config.BcryptCost}, m.store, cache, m.Log, nil)
-	return err
+	if err != nil {
+		return err
+	}
+	stop, err := m.auth.Listen(m.nc)
+	if err != nil {
+		return err
+	}
+	m.onClose(stop)
+	return nil
 }
 
 // startProjector runs the projector role: dashboard counters in Redis,
