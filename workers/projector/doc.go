@@ -4,12 +4,15 @@
 //	weft.events.<id>.<kind> ─▶ WEFT_EVENTS ─▶ durable "projector" (any number of processes)
 //	                                              │ up to 256 events at a time
 //	                                              ▼
-//	                         one Lua script per batch (one round trip):
+//	                         WATCH marker + the batch's phases; MGET them
+//	                         compute in Go what the batch changes
+//	                         MULTI … EXEC (one round trip):
 //	                           per-execution phase       ─ dedupe, gauges
 //	                           per-user counters          ─ Overview
 //	                           per-workflow counters+hist ─ Workflows
 //	                           per-minute buckets (TTL)   ─ Metrics
-//	                                              │
+//	                                              │ EXEC refused (a phase changed
+//	                                              │ meanwhile): compute it again
 //	                                   ack the batch ◀┘
 //
 //	Reader (no consumer needed: the ingress reads with it) ─▶ Overview, Workflows, Metrics
@@ -20,12 +23,20 @@
 // "user|workflow|q|s|t|,node,node,", recording which of queued, started
 // (or a node event) and a terminal event it has seen, who it belongs to,
 // and which of its nodes were counted; a batch reads all of its phases in
-// one MGET. The script reads it,
-// derives what had been counted (queued or running gauge, status counter),
-// applies the event, and moves the counters by the difference. So a
-// redelivered or republished event changes nothing, and the counters come
-// out the same whatever the order events arrive in: two projectors on the
-// same durable consumer apply their batches in any interleaving. The phase
+// one MGET. From each phase the projector derives what had been counted
+// (queued or running gauge, status counter), applies the batch's events
+// of that execution, and moves the counters by the difference, summed
+// over the batch. So a redelivered or republished event changes nothing,
+// and the counters come out the same whatever the order events arrive in.
+//
+// A batch is applied as one transaction, optimistically: the phases it
+// read (and the marker) are WATCHed, and the new phases and every counter
+// increment go in one MULTI/EXEC. If another projector changed one of
+// those phases in between, EXEC applies nothing and the batch is computed
+// again from the phases as they are now (up to ten times, with a short
+// jittered pause; then the batch is given back for redelivery). So two
+// projectors on the same durable consumer apply their batches in any
+// interleaving, each batch wholly after or wholly before the other. The phase
 // lives seven days while the execution is open (Config.OpenTTL) and 10 s
 // once it has ended (Config.DoneTTL): longer than the consumer's AckWait
 // (5 s), so a redelivered batch is recognised, and longer than two
@@ -37,7 +48,9 @@
 //
 // Redis holds only what can be rebuilt. A marker key says the counters
 // were built from the stream; when it is missing (a FLUSHALL, a new Redis,
-// the prefix's keys deleted) the script refuses to apply anything, and one
+// the prefix's keys deleted) no batch is applied (a batch that read the
+// marker just before it went has its EXEC refused; on the embedded server
+// too, but for a FLUSHALL, which miniredis does not tell WATCH about), and one
 // projector (elected by a lock key) deletes what is left under the prefix,
 // deletes and recreates the durable consumer so that it delivers the
 // stream from its first message, and sets the marker. The counters then
@@ -46,8 +59,9 @@
 // an eviction policy that spares keys without a TTL (noeviction or a
 // volatile-* policy): an evicted marker means a rebuild.
 //
-// On Redis Cluster, put a hash tag in the prefix ("{weft}:"): the script
-// builds its keys from the prefix, so all of them must share one slot.
+// On Redis Cluster, put a hash tag in the prefix ("{weft}:"): a batch
+// watches and writes keys of many users and executions in one
+// transaction, so all of them must share one slot.
 //
 // # What is counted
 //

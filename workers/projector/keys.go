@@ -27,6 +27,7 @@ func newKeys(prefix string) keys { return keys{ns: prefix + "dash:"} }
 
 func (k keys) marker() string              { return k.ns + "marker" }
 func (k keys) lock() string                { return k.ns + "lock" }
+func (k keys) phase(exec string) string    { return k.ns + "p:" + exec }
 func (k keys) user(u string) string        { return k.ns + "u:" + u }
 func (k keys) workflows(u string) string   { return k.ns + "wfs:" + u }
 func (k keys) workflow(u, w string) string { return k.ns + "w:" + u + ":" + w }
@@ -72,6 +73,17 @@ func bucketOf(ms float64) int {
 	i := int(math.Floor(math.Log2(ms)*histPerOctave)) + histOffset
 	return min(max(i, 0), histBuckets-1)
 }
+
+// histFields are the hash fields of the buckets, "h0" to "h123".
+var histFields = func() (f [histBuckets]string) {
+	for i := range f {
+		f[i] = "h" + strconv.Itoa(i)
+	}
+	return f
+}()
+
+// histField is the hash field of bucket i.
+func histField(i int) string { return histFields[i] }
 
 // bucketMid is the value a bucket stands for: its geometric midpoint, so
 // the relative error is the same (at most 2^(1/8)-1, 9.1 %) on both sides.

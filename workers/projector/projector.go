@@ -1,15 +1,13 @@
 package projector
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
-	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -26,7 +24,7 @@ type Config struct {
 	Prefix string
 	// Log receives what goes wrong; discarded when nil.
 	Log *slog.Logger
-	// BatchSize is the most events applied in one Redis round trip.
+	// BatchSize is the most events applied in one Redis transaction.
 	// Default 256.
 	BatchSize int
 	// OpenTTL is how long an execution's phase outlives its last
@@ -39,8 +37,9 @@ type Config struct {
 	// second, every second of it is thousands of keys.
 	DoneTTL time.Duration
 	// Linger is the longest a batch waits to fill before it is applied.
-	// Default 50 ms: the embedded Redis builds a Lua state per script call,
-	// so fuller batches cost far less, and a dashboard does not notice.
+	// Default 50 ms: a batch costs a few round trips whatever its size,
+	// and sums its increments per counter, so fuller batches cost far
+	// less per event, and a dashboard does not notice.
 	Linger time.Duration
 	// CheckEvery is how often an idle projector checks that the counters
 	// are still there. Default 2 s.
@@ -89,6 +88,9 @@ type Projector struct {
 	rdb goredis.UniversalClient
 	cfg Config
 	k   keys
+	// conflicts counts the batches computed again because another writer
+	// changed what they read.
+	conflicts atomic.Int64
 }
 
 // New returns a projector with the default configuration.
@@ -245,8 +247,8 @@ func (p *Projector) session(ctx context.Context) error {
 	}
 	size := p.cfg.BatchSize
 	// The callback only hands messages over; one goroutine batches and
-	// applies them, so there is one script in flight per process and no
-	// goroutine per event. Twice a batch in the client keeps the next
+	// applies them, so there is one transaction in flight per process and
+	// no goroutine per event. Twice a batch in the client keeps the next
 	// batch ready while one is applied.
 	in := make(chan item, 2*size)
 	cc, err := cons.Consume(func(m jetstream.Msg) { in <- decodeItem(m) },
@@ -291,9 +293,8 @@ func (p *Projector) session(ctx context.Context) error {
 		select {
 		case it := <-in:
 			batch = append(batch, it)
-			// Gather for up to Linger: a script call has a fixed cost (the
-			// embedded server builds a Lua state per call), so fewer, fuller
-			// batches cost far less.
+			// Gather for up to Linger: a batch has a fixed cost (its round
+			// trips), so fewer, fuller batches cost far less.
 			linger := time.NewTimer(p.cfg.Linger)
 		fill:
 			for len(batch) < size {
@@ -368,7 +369,7 @@ func decodeItem(m jetstream.Msg) item {
 	return it
 }
 
-// apply counts a batch in one script run and acks it. A message that is
+// apply counts a batch in one transaction and acks it. A message that is
 // not an event we count is acked (or terminated, if unreadable) without
 // being applied. On a Redis error nothing is acked: the batch is given
 // back.
@@ -382,20 +383,15 @@ func (p *Projector) apply(ctx context.Context, batch []item) error {
 		}
 		evs = append(evs, it.ev)
 	}
-	if args, n := p.encode(evs, p.cfg.Now()); n > 0 {
-		res, err := applyScript.Run(ctx, p.rdb, []string{p.k.marker()}, args...).Int()
-		if err == nil && res < 0 {
-			err = errRebuild
-		} else if err != nil {
+	if err := p.applyEvents(ctx, evs); err != nil {
+		if !errors.Is(err, errRebuild) {
 			err = fmt.Errorf("apply %d events: %w", len(evs), err)
 		}
-		if err != nil {
-			// Given back for redelivery now rather than after AckWait.
-			for _, it := range batch {
-				_ = it.m.Nak()
-			}
-			return err
+		// Given back for redelivery now rather than after AckWait.
+		for _, it := range batch {
+			_ = it.m.Nak()
 		}
+		return err
 	}
 	for _, it := range batch {
 		if it.err == nil {
@@ -403,99 +399,6 @@ func (p *Projector) apply(ctx context.Context, batch []item) error {
 		}
 	}
 	return nil
-}
-
-// record is what a batch says about one execution: its events merged.
-// Merging is sound because the counters depend only on which events an
-// execution has seen, not their order (see doc.go); and it is cheap where
-// it matters, as a fast execution's events mostly share a batch and Lua
-// is where a batch spends its time.
-type record struct {
-	exec, user, workflow string
-	queued, started      bool
-	end                  *wireEvent // the first terminal event
-	nodes                []events.NodeEvent
-}
-
-// encode turns a batch into the script's arguments: one record per
-// execution, in order of first appearance. It returns how many records
-// there are.
-func (p *Projector) encode(evs []wireEvent, now time.Time) ([]any, int) {
-	recs := make([]*record, 0, len(evs))
-	byExec := make(map[string]*record, len(evs))
-	for i := range evs {
-		ev := &evs[i]
-		terminal := events.TerminalKind(ev.Kind) || ev.Kind == events.KindRejected
-		if !terminal && ev.Kind != events.KindQueued && ev.Kind != events.KindStarted && ev.Kind != events.KindNode {
-			continue // a kind this version does not count: acked all the same
-		}
-		r := byExec[ev.ExecutionID]
-		if r == nil {
-			r = &record{exec: ev.ExecutionID}
-			byExec[ev.ExecutionID] = r
-			recs = append(recs, r)
-		}
-		r.user = cmp.Or(r.user, ev.UserID)
-		r.workflow = cmp.Or(r.workflow, ev.WorkflowID)
-		switch {
-		case ev.Kind == events.KindQueued:
-			r.queued = true
-		case !terminal:
-			r.started = true // a node event means it runs, started seen or not
-		case r.end == nil:
-			r.end = ev
-		}
-		for _, n := range ev.Nodes {
-			if countedNodeStatus(n.Status) && n.ID != "" && !slices.ContainsFunc(r.nodes, func(m events.NodeEvent) bool { return m.ID == n.ID }) {
-				r.nodes = append(r.nodes, n)
-			}
-		}
-	}
-	args := make([]any, 3, 3+11*len(recs)+3*len(evs))
-	args[0] = p.k.ns
-	args[1] = int64(p.cfg.OpenTTL / time.Second)
-	args[2] = int64(p.cfg.DoneTTL / time.Second)
-	for _, r := range recs {
-		kind, dus, bucket, minute, mexp := "", "", "", "", ""
-		if e := r.end; e != nil {
-			kind = e.Kind
-			if e.DurationMs > 0 {
-				dus = strconv.FormatInt(int64(e.DurationMs*1000+0.5), 10)
-				bucket = "h" + strconv.Itoa(bucketOf(e.DurationMs))
-			}
-			// A rebuild replays old events: only recent ones go to the
-			// per-minute buckets, which would expire at once anyway.
-			if !e.At.IsZero() && e.At.After(now.Add(-p.cfg.MetricsHorizon)) && e.At.Before(now.Add(time.Hour)) {
-				mi := minuteOf(e.At)
-				minute = strconv.FormatInt(mi, 10)
-				// Kept two hours past the minute: Metrics reads the last 61.
-				mexp = strconv.FormatInt((mi+1)*60+int64(2*time.Hour/time.Second), 10)
-			}
-		}
-		args = append(args, r.exec, r.user, r.workflow, flag(r.queued), flag(r.started), kind,
-			dus, bucket, minute, mexp, len(r.nodes))
-		for _, n := range r.nodes {
-			args = append(args, n.ID, n.Type, n.Status)
-		}
-	}
-	return args, len(recs)
-}
-
-func flag(b bool) string {
-	if b {
-		return "1"
-	}
-	return ""
-}
-
-// countedNodeStatus reports whether a node status is final: the node
-// transitions that are counted.
-func countedNodeStatus(s string) bool {
-	switch s {
-	case "completed", "failed", "skipped", "cancelled":
-		return true
-	}
-	return false
 }
 
 func randomToken() string {

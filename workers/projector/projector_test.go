@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	mrand "math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -16,6 +18,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/weftdev/weft/events"
 	"github.com/weftdev/weft/events/natstest"
@@ -599,4 +602,73 @@ func TestHistogramError(t *testing.T) {
 func TestKeyPatternEscapesGlobs(t *testing.T) {
 	t.Parallel()
 	require.Equal(t, `we\*ft\[1\]:dash:*`, newKeys("we*ft[1]:").pattern())
+}
+
+// wire is the part of ev the projector reads, as decodeEvent returns it.
+func wire(ev events.Event) wireEvent {
+	return wireEvent{ExecutionID: ev.ExecutionID, Kind: ev.Kind, UserID: ev.UserID,
+		WorkflowID: ev.WorkflowID, At: ev.At, Nodes: ev.Nodes, DurationMs: ev.DurationMs}
+}
+
+// applyAll applies evs in batches of size.
+func applyAll(p *Projector, evs []wireEvent, size int) error {
+	for i := 0; i < len(evs); i += size {
+		if err := p.applyEvents(context.Background(), evs[i:min(i+size, len(evs))]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func TestConflictingBatchesCountOnce(t *testing.T) {
+	t.Parallel()
+	b, serial := setup(t), setup(t)
+	ctx := context.Background()
+	p1 := NewWithConfig(b.js, b.rdb, Config{Prefix: b.prefix})
+	p2 := NewWithConfig(b.js, b.rdb, Config{Prefix: b.prefix})
+	ps := NewWithConfig(serial.js, serial.rdb, Config{Prefix: serial.prefix})
+	require.NoError(t, b.rdb.Set(ctx, p1.k.marker(), "test", 0).Err())
+	require.NoError(t, serial.rdb.Set(ctx, ps.k.marker(), "test", 0).Err())
+
+	// Rounds of executions, each seen starting by one projector and ending
+	// by the other at the same time, both in random order: their
+	// transactions read and write the same phases. Until at least one
+	// transaction lost the race and was computed again.
+	const perRound = 300
+	at := time.Now()
+	rounds := 0
+	for ; rounds < 30 && p1.conflicts.Load()+p2.conflicts.Load() == 0; rounds++ {
+		var starts, ends []wireEvent
+		for i := range perRound {
+			x := exec{id: fmt.Sprintf("c%02d-%04d", rounds, i), user: "u" + strconv.Itoa(i%3), wf: "w" + strconv.Itoa(i%4), at: at}
+			starts = append(starts, wire(x.ev(events.KindQueued)), wire(x.ev(events.KindStarted)),
+				wire(x.ev(events.KindNode, node("a", "INPUT", "completed"))))
+			ends = append(ends, wire(x.end(events.KindCompleted, float64(1+i%50),
+				node("a", "INPUT", "completed"), node("b", "HTTP", "completed"))))
+		}
+		require.NoError(t, applyAll(ps, append(slices.Clone(starts), ends...), 64))
+		mrand.Shuffle(len(starts), func(i, j int) { starts[i], starts[j] = starts[j], starts[i] })
+		mrand.Shuffle(len(ends), func(i, j int) { ends[i], ends[j] = ends[j], ends[i] })
+		var g errgroup.Group
+		g.Go(func() error { return applyAll(p1, starts, 24) })
+		g.Go(func() error { return applyAll(p2, ends, 8) })
+		require.NoError(t, g.Wait())
+	}
+	require.Positive(t, p1.conflicts.Load()+p2.conflicts.Load(), "no transaction was retried in %d rounds", rounds)
+	t.Logf("%d rounds, %d + %d batches computed again", rounds, p1.conflicts.Load(), p2.conflicts.Load())
+
+	users := []string{"u0", "u1", "u2"}
+	require.Equal(t, serial.state(t, ps.Reader, users...), b.state(t, p1.Reader, users...))
+	var total, completed, nodes int64
+	for _, u := range users {
+		o := overview(t, p1.Reader, u)
+		require.Zero(t, o.Executions.Queued, u)
+		require.Zero(t, o.Executions.Running, u)
+		total += o.Executions.Total
+		completed += o.Executions.Completed
+		nodes += o.Nodes.Total
+	}
+	require.EqualValues(t, rounds*perRound, total)
+	require.EqualValues(t, rounds*perRound, completed)
+	require.EqualValues(t, 2*rounds*perRound, nodes)
 }

@@ -1,0 +1,464 @@
+package projector
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	expbackoff "github.com/cenkalti/backoff/v5"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/weftdev/weft/events"
+)
+
+// maxAttempts bounds how often a batch is computed again after another
+// writer changed what it read. Each lost race means some other batch was
+// applied, so this is only reached under heavy contention on the same
+// executions; the batch is then given back and comes again later.
+const maxAttempts = 10
+
+// applyEvents counts a batch of events, wholly or not at all, as if no
+// other projector ran: optimistically, under WATCH.
+//
+// It watches the marker and the phase of every execution in the batch,
+// reads them all in one MGET, computes in Go what changes and issues the
+// writes in one MULTI/EXEC. Every write follows from the phases read, so
+// if another projector changed one of them in between (or a rebuild
+// removed the marker), EXEC does nothing and the batch is computed again
+// from what is there now. Without the marker the counters are being
+// rebuilt, and the batch is refused with errRebuild rather than counted
+// into a keyspace that is about to be swept.
+//
+// On Redis Cluster the prefix's hash tag ("{weft}:") puts every key in one
+// slot, which WATCH and MULTI across them need.
+func (p *Projector) applyEvents(ctx context.Context, evs []wireEvent) error {
+	recs := p.records(evs, p.cfg.Now())
+	if len(recs) == 0 {
+		return nil
+	}
+	// The marker, then every record's phase: watched and read together.
+	keys := make([]string, 1+len(recs))
+	keys[0] = p.k.marker()
+	for i := range recs {
+		keys[1+i] = p.k.phase(recs[i].exec)
+	}
+	t := newTally(p.k, len(recs))
+	var wait *expbackoff.ExponentialBackOff
+	for attempt := 1; ; attempt++ {
+		err := p.rdb.Watch(ctx, func(tx *goredis.Tx) error {
+			return p.applyOnce(ctx, tx, keys, recs, t)
+		}, keys...)
+		if !errors.Is(err, goredis.TxFailedErr) {
+			return err
+		}
+		p.conflicts.Add(1)
+		if attempt == maxAttempts {
+			return fmt.Errorf("%d attempts lost to concurrent writers: %w", attempt, err)
+		}
+		if wait == nil {
+			// Jittered, so that two projectors that collided do not
+			// collide again in step.
+			wait = &expbackoff.ExponentialBackOff{
+				InitialInterval:     time.Millisecond,
+				RandomizationFactor: 0.5,
+				Multiplier:          2,
+				MaxInterval:         50 * time.Millisecond,
+			}
+			wait.Reset()
+		}
+		if !sleep(ctx, wait.NextBackOff()) {
+			return ctx.Err()
+		}
+	}
+}
+
+// applyOnce is one attempt: read the phases, compute, write. Run inside
+// WATCH of keys; it returns goredis.TxFailedErr if a key changed since.
+func (p *Projector) applyOnce(ctx context.Context, tx *goredis.Tx, keys []string, recs []record, t *tally) error {
+	vals, err := tx.MGet(ctx, keys...).Result()
+	if err != nil {
+		return err
+	}
+	if vals[0] == nil {
+		return errRebuild
+	}
+	t.reset()
+	for i := range recs {
+		old, err := parsePhase(vals[1+i])
+		if err != nil {
+			return fmt.Errorf("%s: %w", keys[1+i], err)
+		}
+		t.count(keys[1+i], &recs[i], old)
+	}
+	if len(t.phases) == 0 {
+		return nil // nothing new: no phase moved, so no counter either
+	}
+	// Phases expire in whole seconds (SET … EX), never 0: go-redis would
+	// send that as no expiry at all.
+	openTTL := max(p.cfg.OpenTTL.Truncate(time.Second), time.Second)
+	doneTTL := max(p.cfg.DoneTTL.Truncate(time.Second), time.Second)
+	_, err = tx.TxPipelined(ctx, func(pipe goredis.Pipeliner) error {
+		for _, w := range t.phases {
+			// Kept for OpenTTL while open, DoneTTL once ended: longer than
+			// a redelivery or a late event of it may come.
+			ttl := openTTL
+			if w.ended {
+				ttl = doneTTL
+			}
+			pipe.Set(ctx, w.key, w.value, ttl)
+		}
+		for f, v := range t.incr {
+			if v != 0 {
+				pipe.HIncrBy(ctx, f.key, f.field, v)
+			}
+		}
+		for key, members := range t.sets {
+			pipe.SAdd(ctx, key, members...)
+		}
+		for key, at := range t.expire {
+			pipe.ExpireAt(ctx, key, time.Unix(at, 0))
+		}
+		return nil
+	})
+	return err
+}
+
+// record is what a batch says about one execution: its events merged.
+// Merging is sound because the counters depend only on which events an
+// execution has seen, not their order (see doc.go); and it is cheap where
+// it matters, as a fast execution's events mostly share a batch.
+type record struct {
+	exec, user, workflow string
+	queued, started      bool
+	// Of the first terminal event: its kind ("" if none came), whether it
+	// carries a duration, that duration in microseconds and its histogram
+	// field, and the minute it ended ("" outside the metrics horizon).
+	end    string
+	timed  bool
+	durUs  int64
+	hist   string
+	minute string
+	// expireAt is when that minute's bucket expires, in Unix seconds.
+	expireAt int64
+	nodes    []events.NodeEvent
+}
+
+// records merges a batch into one record per execution, in order of
+// first appearance.
+func (p *Projector) records(evs []wireEvent, now time.Time) []record {
+	recs := make([]record, 0, len(evs))
+	byExec := make(map[string]int, len(evs))
+	for i := range evs {
+		ev := &evs[i]
+		terminal := events.TerminalKind(ev.Kind) || ev.Kind == events.KindRejected
+		if !terminal && ev.Kind != events.KindQueued && ev.Kind != events.KindStarted && ev.Kind != events.KindNode {
+			continue // a kind this version does not count: acked all the same
+		}
+		j, ok := byExec[ev.ExecutionID]
+		if !ok {
+			j = len(recs)
+			byExec[ev.ExecutionID] = j
+			recs = append(recs, record{exec: ev.ExecutionID})
+		}
+		r := &recs[j]
+		r.user = cmp.Or(r.user, ev.UserID)
+		r.workflow = cmp.Or(r.workflow, ev.WorkflowID)
+		switch {
+		case ev.Kind == events.KindQueued:
+			r.queued = true
+		case !terminal:
+			r.started = true // a node event means it runs, started seen or not
+		case r.end == "":
+			p.recordEnd(r, ev, now)
+		}
+		for _, n := range ev.Nodes {
+			if countedNodeStatus(n.Status) && n.ID != "" && !slices.ContainsFunc(r.nodes, func(m events.NodeEvent) bool { return m.ID == n.ID }) {
+				r.nodes = append(r.nodes, n)
+			}
+		}
+	}
+	return recs
+}
+
+// recordEnd records the terminal event ev of r.
+func (p *Projector) recordEnd(r *record, ev *wireEvent, now time.Time) {
+	r.end = ev.Kind
+	if ev.DurationMs > 0 {
+		r.timed = true
+		r.durUs = int64(ev.DurationMs*1000 + 0.5)
+		r.hist = histField(bucketOf(ev.DurationMs))
+	}
+	// A rebuild replays old events: only recent ones go to the per-minute
+	// buckets, which would expire at once anyway.
+	if !ev.At.IsZero() && ev.At.After(now.Add(-p.cfg.MetricsHorizon)) && ev.At.Before(now.Add(time.Hour)) {
+		mi := minuteOf(ev.At)
+		r.minute = strconv.FormatInt(mi, 10)
+		// Kept two hours past the minute: Metrics reads the last 61.
+		r.expireAt = (mi+1)*60 + int64(2*time.Hour/time.Second)
+	}
+}
+
+// countedNodeStatus reports whether a node status is final: the node
+// transitions that are counted.
+func countedNodeStatus(s string) bool {
+	switch s {
+	case "completed", "failed", "skipped", "cancelled":
+		return true
+	}
+	return false
+}
+
+// phase is what has been counted of one execution, stored as
+// "user|workflow|q|s|t|,node,node,": who it belongs to (once known),
+// whether queued and started (or a node event) were seen ("1" or ""),
+// its terminal kind, and the nodes counted.
+type phase struct {
+	user, workflow  string
+	queued, started bool
+	end             string
+	nodes           string // ",id,id,", or "," for none
+}
+
+var errBadPhase = errors.New("malformed phase")
+
+// parsePhase reads a phase as MGET returns it: nil if there is none yet.
+func parsePhase(v any) (phase, error) {
+	s, ok := v.(string)
+	if !ok {
+		return phase{nodes: ","}, nil
+	}
+	var f [5]string
+	for i := range f {
+		var found bool
+		f[i], s, found = strings.Cut(s, "|")
+		if !found {
+			return phase{}, errBadPhase
+		}
+	}
+	return phase{user: f[0], workflow: f[1], queued: f[2] != "", started: f[3] != "", end: f[4], nodes: s}, nil
+}
+
+// gauge is the gauge a phase counts the execution in: "queued",
+// "running", or "" (nothing seen yet, or ended).
+func (ph phase) gauge() string {
+	switch {
+	case ph.end != "":
+		return ""
+	case ph.started:
+		return "running"
+	case ph.queued:
+		return "queued"
+	}
+	return ""
+}
+
+// hasNode reports whether the list ",id,id," holds id.
+func hasNode(list, id string) bool {
+	if id == "" {
+		return false
+	}
+	for i := 0; ; {
+		j := strings.Index(list[i:], id)
+		if j < 0 {
+			return false
+		}
+		j += i
+		if j > 0 && list[j-1] == ',' && j+len(id) < len(list) && list[j+len(id)] == ',' {
+			return true
+		}
+		i = j + 1
+	}
+}
+
+// tally is what one attempt at a batch writes: the phases that changed
+// and the counter increments, summed per hash field (a batch mostly
+// touches a few users, so thousands of increments become tens of
+// HINCRBYs). Its maps are cleared, not remade, when the batch is computed
+// again.
+type tally struct {
+	k      keys // the layout of keys.go, built here through name
+	phases []phaseWrite
+	incr   map[hashField]int64
+	sets   map[string][]any   // wfs:<user> → workflows first counted here
+	inSet  map[hashField]bool // (set, member) pairs in sets
+	expire map[string]int64   // minute bucket → EXPIREAT, Unix seconds
+	// names holds the keys and fields built so far, so that a user's or
+	// a node type's name is built once per batch, not once per event.
+	names map[string]string
+	buf   []byte
+}
+
+type hashField struct{ key, field string }
+
+type phaseWrite struct {
+	key, value string
+	ended      bool
+}
+
+func newTally(k keys, records int) *tally {
+	return &tally{
+		k:      k,
+		phases: make([]phaseWrite, 0, records),
+		incr:   map[hashField]int64{},
+		sets:   map[string][]any{},
+		inSet:  map[hashField]bool{},
+		expire: map[string]int64{},
+		names:  map[string]string{},
+	}
+}
+
+func (t *tally) reset() {
+	t.phases = t.phases[:0]
+	clear(t.incr)
+	clear(t.sets)
+	clear(t.inSet)
+	clear(t.expire)
+}
+
+func (t *tally) add(key, field string, v int64) { t.incr[hashField{key, field}] += v }
+
+// name returns the concatenation of parts, allocated once per batch.
+func (t *tally) name(parts ...string) string {
+	t.buf = t.buf[:0]
+	for _, s := range parts {
+		t.buf = append(t.buf, s...)
+	}
+	if s, ok := t.names[string(t.buf)]; ok {
+		return s
+	}
+	s := string(t.buf)
+	t.names[s] = s
+	return s
+}
+
+// count moves the counters by what r adds to old, the phase read from
+// key, and if the phase changes, writes it back.
+func (t *tally) count(key string, r *record, old phase) {
+	now := phase{
+		user:     cmp.Or(old.user, r.user),
+		workflow: cmp.Or(old.workflow, r.workflow),
+		queued:   old.queued || r.queued,
+		started:  old.started || r.started,
+		end:      cmp.Or(old.end, r.end),
+		nodes:    old.nodes, // the nodes are added below
+	}
+	dirty := now != old
+
+	// The new phase, built in place: the nodes counted below are appended.
+	var b strings.Builder
+	size := len(now.user) + len(now.workflow) + len(now.end) + len(old.nodes) + 7
+	for _, n := range r.nodes {
+		size += len(n.ID) + 1
+	}
+	b.Grow(size)
+	for _, s := range [...]string{now.user, "|", now.workflow, "|", flag(now.queued), "|", flag(now.started), "|", now.end, "|", old.nodes} {
+		b.WriteString(s)
+	}
+	nodesAt := b.Len() - len(old.nodes)
+
+	// Without a user (a rejected event of an execution never seen) there
+	// is nobody to count for; the flags wait for an event that names the
+	// user.
+	if now.user != "" {
+		uk := t.name(t.k.ns, "u:", now.user)
+		wk := ""
+		if now.workflow != "" {
+			wk = t.name(t.k.ns, "w:", now.user, ":", now.workflow)
+		}
+		if old.user == "" {
+			t.add(uk, "total", 1)
+			if wk != "" {
+				t.add(wk, "total", 1)
+				t.addWorkflow(now.user, now.workflow)
+			}
+		}
+		// What was counted before (nothing if it had no user) and what is
+		// counted now: the gauges move by the difference.
+		g0 := ""
+		if old.user != "" {
+			g0 = old.gauge()
+		}
+		if g1 := now.gauge(); g0 != g1 {
+			if g0 != "" {
+				t.add(uk, g0, -1)
+			}
+			if g1 != "" {
+				t.add(uk, g1, 1)
+			}
+		}
+		if now.end != "" && (old.user == "" || old.end == "") {
+			t.add(uk, now.end, 1)
+			if wk != "" {
+				t.add(wk, now.end, 1)
+			}
+			// The duration and the minute belong to the event that ended it.
+			if old.end == "" {
+				t.countEnd(r, uk, wk, now.user)
+			}
+		}
+		// Each node is counted once per execution, whatever reports it again.
+		for _, n := range r.nodes {
+			if hasNode(b.String()[nodesAt:], n.ID) {
+				continue
+			}
+			b.WriteString(n.ID)
+			b.WriteByte(',')
+			dirty = true
+			t.add(uk, t.name("ns:", n.Status), 1)
+			if n.Status == "completed" || n.Status == "failed" {
+				t.add(uk, "nodes", 1)
+				t.add(uk, t.name("nt:", n.Type), 1)
+			}
+		}
+	}
+	if dirty {
+		t.phases = append(t.phases, phaseWrite{key: key, value: b.String(), ended: now.end != ""})
+	}
+}
+
+// countEnd counts the duration and the minute bucket of r's terminal event,
+// for the user's hash uk and the workflow's wk ("" if unknown).
+func (t *tally) countEnd(r *record, uk, wk, user string) {
+	if r.timed {
+		t.add(uk, "dsum", r.durUs)
+		t.add(uk, "dn", 1)
+		if wk != "" {
+			t.add(wk, "dsum", r.durUs)
+			t.add(wk, "dn", 1)
+			t.add(wk, r.hist, 1)
+		}
+	}
+	if r.minute == "" || r.end == events.KindRejected {
+		return
+	}
+	mk := t.name(t.k.ns, "m:", user, ":", r.minute)
+	t.add(mk, "n", 1)
+	t.add(mk, r.end, 1)
+	if r.timed {
+		t.add(mk, "dsum", r.durUs)
+		t.add(mk, "dn", 1)
+		t.add(mk, r.hist, 1)
+	}
+	t.expire[mk] = r.expireAt
+}
+
+// addWorkflow adds workflow to the set of the user's workflows.
+func (t *tally) addWorkflow(user, workflow string) {
+	sk := t.name(t.k.ns, "wfs:", user)
+	if f := (hashField{sk, workflow}); !t.inSet[f] {
+		t.inSet[f] = true
+		t.sets[sk] = append(t.sets[sk], workflow)
+	}
+}
+
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return ""
+}
