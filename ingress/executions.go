@@ -155,11 +155,14 @@ func (s *Server) submit(ctx context.Context, p *Principal, body submitBody, exec
 	defer func() { forget() }()
 	if !chosen && idemKey == "" && len(s.deps.SubmitKey) > 0 && len(ex.Inputs) <= events.MaxAdmissionInputs {
 		// A fresh id and no key: nothing to look up first.
-		stored, err := s.recordAndSubmit(ctx, ex)
-		if err != nil || wait == 0 {
-			return &submitted{ex: stored}, err
+		if wait > 0 {
+			return s.submitAndWait(ctx, ex, done, wait)
 		}
-		return s.await(ctx, stored, done, wait)
+		stored, err := s.recordAndSubmit(ctx, ex)
+		if err != nil {
+			return nil, err
+		}
+		return &submitted{ex: stored}, nil
 	}
 	stored, created, err := s.deps.Store.CreateExecution(ctx, ex)
 	if err != nil {
@@ -240,6 +243,43 @@ func (s *Server) recordAndSubmit(ctx context.Context, ex *persistence.Execution)
 	return ex, nil
 }
 
+// submitAndWait submits a new execution and waits up to wait for its end,
+// recording it only if the wait runs out. Most waited-for executions end
+// within the wait, and their starter records them (see
+// ExecutionUpdate.Create): a second write here would only be overwritten.
+// When the wait runs out the execution is recorded before the 202 goes
+// out, so that the caller can read it at once, whether the starter has
+// reached it or not. Only the message must be durable for the execution
+// to run; if it cannot be published, the record is written and the
+// reconciler submits it.
+func (s *Server) submitAndWait(ctx context.Context, ex *persistence.Execution, done <-chan *events.Event, wait time.Duration) (*submitted, error) {
+	ex, err := persistence.NormalizeExecution(ex, ex.CreatedAt)
+	if err != nil {
+		return nil, err
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	s.queuedLater(ex)
+	if _, err := s.deps.JS.PublishMsg(ctx, s.submission(ex)); err != nil {
+		if _, _, cerr := s.deps.Store.CreateExecution(ctx, ex); cerr != nil {
+			return nil, cerr
+		}
+		s.deps.Log.Warn("submission recorded but not published; the reconciler will", "execution", ex.ID, "err", err)
+	}
+	select {
+	case ev := <-done:
+		return s.ended(ctx, ex, ev), nil
+	case <-t.C:
+	case <-ctx.Done():
+	case <-s.done:
+	}
+	// Detached: a caller that left still gets its execution recorded.
+	if _, _, err := s.deps.Store.CreateExecution(context.WithoutCancel(ctx), ex); err != nil {
+		s.deps.Log.Warn("submission published but not recorded here; its starter records it", "execution", ex.ID, "err", err)
+	}
+	return &submitted{ex: ex}, nil
+}
+
 // submission is the message that hands a recorded execution to the
 // starter. No credential travels with it: secrets are not kept in a
 // stream. The record this process wrote after authenticating the caller
@@ -295,18 +335,23 @@ func (s *Server) await(ctx context.Context, ex *persistence.Execution, done <-ch
 	defer t.Stop()
 	select {
 	case ev := <-done:
-		if len(ev.Execution) == 0 && ev.Kind != events.KindRejected {
-			// Too large to travel in the event: read it.
-			if fresh, err := s.deps.Store.LoadExecution(ctx, ex.ID); err == nil {
-				return &submitted{ex: fresh}, nil
-			}
-		}
-		return &submitted{ex: ex, end: ev}, nil
+		return s.ended(ctx, ex, ev), nil
 	case <-t.C:
 	case <-ctx.Done():
 	case <-s.done:
 	}
 	return &submitted{ex: ex}, nil
+}
+
+// ended is a waited-for execution's outcome, from its end event.
+func (s *Server) ended(ctx context.Context, ex *persistence.Execution, ev *events.Event) *submitted {
+	if len(ev.Execution) == 0 && ev.Kind != events.KindRejected {
+		// Too large to travel in the event: read it.
+		if fresh, err := s.deps.Store.LoadExecution(ctx, ex.ID); err == nil {
+			return &submitted{ex: fresh}
+		}
+	}
+	return &submitted{ex: ex, end: ev}
 }
 
 func (s *Server) createExecution(c *fiber.Ctx) error {

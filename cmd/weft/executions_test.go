@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -500,4 +501,44 @@ func TestDirectNATSEdges(t *testing.T) {
 	}
 	wg.Wait()
 	require.Less(t, time.Since(began), 10*time.Second)
+}
+
+// TestAWaitThatRunsOutIsRecorded: a waited-for execution is recorded by
+// its starter, not by the API, unless the wait runs out: then the 202
+// goes out only once the execution can be read, whether a starter has
+// reached it (a slow node) or not (no starter running at all).
+func TestAWaitThatRunsOutIsRecorded(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(srv.Close)
+	slow := map[string]any{
+		"name": "slow",
+		"nodes": []any{
+			map[string]any{"id": "in", "type": "INPUT"},
+			map[string]any{"id": "call", "type": "HTTP_REQUEST", "config": map[string]any{"url": srv.URL, "timeoutMs": 60000}},
+		},
+		"edges": []any{map[string]any{"from": "in", "to": "call"}},
+	}
+	a := setup(t)
+	idle := setup(t, func(c *Config) { c.Roles = []string{"ingress"} }) // nothing starts its executions
+	t.Cleanup(func() { close(release) })                                // before the engines stop
+	for _, b := range []*bundle{a, idle} {
+		u := b.register(t)
+		wf := b.workflow(t, u, slow)
+		res := b.call(t, "POST", "/api/executions?wait=200ms", u.Token, map[string]any{"workflowId": wf, "inputs": map[string]any{}})
+		require.Equal(t, 202, res.Status, string(res.Raw))
+		require.Equal(t, "queued", res.Body["status"])
+		got := b.call(t, "GET", "/api/executions/"+res.Body["id"].(string), u.Token, nil)
+		require.Equal(t, 200, got.Status, string(got.Raw))
+		require.Contains(t, []any{"queued", "running"}, got.Body["status"])
+		if b == idle {
+			require.Equal(t, "queued", got.Body["status"])
+		}
+	}
 }
