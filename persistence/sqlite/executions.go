@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -450,21 +451,21 @@ func (s *Store) ApplyExecution(ctx context.Context, u persistence.ExecutionUpdat
 		res = persistence.ApplyResult{}
 		var status string
 		err := t.queryRow(`SELECT status FROM executions WHERE id = ?`, u.ID).Scan(&status)
-		if errors.Is(err, sql.ErrNoRows) && create != nil {
-			// Mostly the record is there already: looked for first, as
-			// an insert that meets it costs more than the look.
-			if _, err := t.exec(insertExecution, create...); err != nil {
-				return internal(err)
+		switch {
+		case errors.Is(err, sql.ErrNoRows) && create != nil:
+			// Looked for first, as an insert that meets the record costs
+			// more than the look.
+			if err := applyNew(t, create, start, finish, nodes, logs, &res); err != nil {
+				return err
 			}
-			status, err = persistence.StatusQueued, nil
-		}
-		if err != nil {
+		case err != nil:
 			return notFound(err, "execution")
-		}
-		if persistence.Terminal(status) {
+		case persistence.Terminal(status):
 			res.Ended = true
-		} else if err := applyOpen(t, status, start, finish, nodes, logs, &res); err != nil {
-			return err
+		default:
+			if err := applyOpen(t, status, start, finish, nodes, logs, &res); err != nil {
+				return err
+			}
 		}
 		if u.Reload {
 			e, err := loadExecution(t, `WHERE e.id = ?`, u.ID)
@@ -510,6 +511,41 @@ func applyOpen(t *wtx, status string, start, finish []any, nodes, logs [][]any, 
 	}
 	res.Finished = n == 1
 	return nil
+}
+
+// applyNew records an execution that is not stored yet as the update
+// leaves it: one insert of the row in its final state, rather than an
+// insert as queued and an update, which would also add it to and remove it
+// from the indexes of open executions.
+func applyNew(t *wtx, create, start, finish []any, nodes, logs [][]any, res *persistence.ApplyResult) error {
+	row := slices.Clone(create)
+	switch {
+	case finish != nil:
+		// status, output, error, finished_at; started_at if given.
+		row[4], row[6], row[7], row[11] = finish[0], finish[1], finish[2], finish[3]
+		if finish[4] != nil {
+			row[10] = finish[4]
+		}
+		res.Finished = true
+	case start != nil:
+		row[4], row[10] = persistence.StatusRunning, start[0]
+	}
+	r, err := t.exec(insertExecution, row...)
+	if err != nil {
+		return internal(err)
+	}
+	if n, err := r.RowsAffected(); err != nil {
+		return internal(err)
+	} else if n == 0 {
+		// Not the id, looked for just before in this transaction: the
+		// user's idempotency key, taken by another execution.
+		res.Finished = false
+		return events.Errorf(events.CodeConflict, "the idempotency key is taken by another execution")
+	}
+	if err := t.execRows(upsertNodesN, nodes); err != nil {
+		return err
+	}
+	return t.execRows(insertLogsN, logs)
 }
 
 // executionArgs are insertExecution's arguments for a normalised execution.

@@ -354,7 +354,16 @@ func testExecutionsApply(t *testing.T, b *bundle) {
 	require.Equal(t, persistence.StatusCompleted, got.Status)
 	require.Equal(t, `{"n": 1, "s":"x"}`, string(got.Inputs))
 	requireTime(t, started, *got.StartedAt)
+	requireTime(t, finished, *got.FinishedAt)
+	require.JSONEq(t, `{"ok":true}`, string(got.Output))
 	require.Len(t, got.Nodes, 1)
+	// Created and started, not finished: running.
+	runningOne := newExecution(b.ann, "01JWF", "")
+	res = b.apply(t, persistence.ExecutionUpdate{ID: runningOne.ID, Create: runningOne, Start: &started, Reload: true})
+	require.False(t, res.Finished)
+	require.Equal(t, persistence.StatusRunning, res.Execution.Status)
+	requireTime(t, started, *res.Execution.StartedAt)
+	require.Nil(t, res.Execution.FinishedAt)
 	again := *fresh
 	again.Inputs = json.RawMessage(`{"n":2}`)
 	_, created, err := b.store.CreateExecution(b.ctx, &again)
