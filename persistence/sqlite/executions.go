@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	gojson "github.com/goccy/go-json"
+
 	"github.com/weftdev/weft/events"
 	"github.com/weftdev/weft/persistence"
 )
@@ -23,13 +25,19 @@ const executionColumns = `e.id, e.user_id, e.workflow_id, e.workflow_version, e.
 
 // executionWithNodes reads one execution and all its nodes in one
 // statement, so both come from the same snapshot.
-const executionWithNodes = `SELECT ` + executionColumns + `,
+const executionWithNodes = `SELECT ` + executionColumns + `, e.nodes,
 	n.node_id, n.type, n.status, n.attempts, n.started_at, n.finished_at, n.output, n.error
 FROM executions e LEFT JOIN execution_nodes n ON n.execution_id = e.id `
 
 const insertExecution = `INSERT INTO executions (id, user_id, workflow_id, workflow_version, status,
 	inputs, output, error, idempotency_key, created_at, started_at, finished_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT DO NOTHING`
+
+// insertEnded records an execution that has ended, its nodes in the row.
+const insertEnded = `INSERT INTO executions (id, user_id, workflow_id, workflow_version, status,
+	inputs, output, error, idempotency_key, created_at, started_at, finished_at, nodes)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT DO NOTHING`
 
 // upsertNodes writes node states, several rows per statement (see
@@ -212,13 +220,14 @@ func loadExecution(q queryer, where string, args ...any) (*persistence.Execution
 	for rows.Next() {
 		var (
 			er                    execRow
+			ended                 sql.NullString
 			n                     persistence.NodeState
 			nodeID, ntype, status sql.NullString
 			attempts              sql.NullInt64
 			started, finished     sql.NullInt64
 			output, nerr          sql.NullString
 		)
-		dest := append(er.dest(), &nodeID, &ntype, &status, &attempts, &started, &finished, &output, &nerr)
+		dest := append(er.dest(), &ended, &nodeID, &ntype, &status, &attempts, &started, &finished, &output, &nerr)
 		if err := rows.Scan(dest...); err != nil {
 			return nil, internal(err)
 		}
@@ -227,6 +236,11 @@ func loadExecution(q queryer, where string, args ...any) (*persistence.Execution
 				return nil, err
 			}
 			e.Nodes = map[string]*persistence.NodeState{}
+			if ended.Valid {
+				if err := decodeEndedNodes(ended.String, e.Nodes); err != nil {
+					return nil, err
+				}
+			}
 		}
 		if !nodeID.Valid {
 			continue
@@ -410,6 +424,12 @@ func (s *Store) ApplyExecution(ctx context.Context, u persistence.ExecutionUpdat
 		return persistence.ApplyResult{}, err
 	}
 	var create []any
+	var ended string // the nodes as one column, for an execution recorded as it ends
+	if u.Create != nil && u.Finish != nil {
+		if ended, err = encodeEndedNodes(u.Nodes); err != nil {
+			return persistence.ApplyResult{}, err
+		}
+	}
 	if u.Create != nil {
 		if u.Create.ID != u.ID {
 			return persistence.ApplyResult{}, events.Errorf(events.CodeInvalid, "the execution to create is not the one updated")
@@ -455,7 +475,7 @@ func (s *Store) ApplyExecution(ctx context.Context, u persistence.ExecutionUpdat
 		case errors.Is(err, sql.ErrNoRows) && create != nil:
 			// Looked for first, as an insert that meets the record costs
 			// more than the look.
-			if err := applyNew(t, create, start, finish, nodes, logs, &res); err != nil {
+			if err := applyNew(t, create, start, finish, nodes, ended, logs, &res); err != nil {
 				return err
 			}
 		case err != nil:
@@ -517,8 +537,12 @@ func applyOpen(t *wtx, status string, start, finish []any, nodes, logs [][]any, 
 // leaves it: one insert of the row in its final state, rather than an
 // insert as queued and an update, which would also add it to and remove it
 // from the indexes of open executions.
-func applyNew(t *wtx, create, start, finish []any, nodes, logs [][]any, res *persistence.ApplyResult) error {
+//
+// An execution that ends here keeps its nodes in its own row (ended, their
+// JSON): it will not change again.
+func applyNew(t *wtx, create, start, finish []any, nodes [][]any, ended string, logs [][]any, res *persistence.ApplyResult) error {
 	row := slices.Clone(create)
+	stmt := insertExecution
 	switch {
 	case finish != nil:
 		// status, output, error, finished_at; started_at if given.
@@ -526,11 +550,12 @@ func applyNew(t *wtx, create, start, finish []any, nodes, logs [][]any, res *per
 		if finish[4] != nil {
 			row[10] = finish[4]
 		}
+		row, stmt, nodes = append(row, ended), insertEnded, nil
 		res.Finished = true
 	case start != nil:
 		row[4], row[10] = persistence.StatusRunning, start[0]
 	}
-	r, err := t.exec(insertExecution, row...)
+	r, err := t.exec(stmt, row...)
 	if err != nil {
 		return internal(err)
 	}
@@ -622,3 +647,61 @@ func timePtr(v sql.NullInt64) *time.Time {
 
 // millisPtr is *t at the stored precision, in UTC.
 var millisPtr = persistence.Millis
+
+// endedNode is a node state as kept in an ended execution's row; times
+// are Unix milliseconds, as in the columns.
+type endedNode struct {
+	Type       string                 `json:"type"`
+	Status     string                 `json:"status"`
+	Attempts   int                    `json:"attempts"`
+	StartedAt  *int64                 `json:"startedAt,omitempty"`
+	FinishedAt *int64                 `json:"finishedAt,omitempty"`
+	Output     json.RawMessage        `json:"output,omitempty"`
+	Error      *persistence.NodeError `json:"error,omitempty"`
+}
+
+// encodeEndedNodes is the nodes column of an execution recorded as it ends.
+func encodeEndedNodes(nodes map[string]*persistence.NodeState) (string, error) {
+	out := make(map[string]endedNode, len(nodes))
+	for id, n := range nodes {
+		if err := persistence.ValidNode(id, n); err != nil {
+			return "", err
+		}
+		out[id] = endedNode{Type: n.Type, Status: n.Status, Attempts: n.Attempts,
+			StartedAt: millisOf(n.StartedAt), FinishedAt: millisOf(n.FinishedAt), Output: n.Output, Error: n.Error}
+	}
+	b, err := gojson.Marshal(out)
+	if err != nil {
+		return "", events.Errorf(events.CodeInvalid, "node states: %v", err)
+	}
+	return string(b), nil
+}
+
+// decodeEndedNodes adds the nodes of an ended execution's row to into.
+func decodeEndedNodes(col string, into map[string]*persistence.NodeState) error {
+	var stored map[string]endedNode
+	if err := gojson.Unmarshal([]byte(col), &stored); err != nil {
+		return internal(fmt.Errorf("nodes column: %w", err))
+	}
+	for id, n := range stored {
+		into[id] = &persistence.NodeState{Type: n.Type, Status: n.Status, Attempts: n.Attempts,
+			StartedAt: timeOfMillis(n.StartedAt), FinishedAt: timeOfMillis(n.FinishedAt), Output: n.Output, Error: n.Error}
+	}
+	return nil
+}
+
+func millisOf(t *time.Time) *int64 {
+	if t == nil {
+		return nil
+	}
+	ms := toMillis(*t)
+	return &ms
+}
+
+func timeOfMillis(ms *int64) *time.Time {
+	if ms == nil {
+		return nil
+	}
+	t := fromMillis(*ms)
+	return &t
+}

@@ -346,7 +346,11 @@ func testExecutionsApply(t *testing.T, b *bundle) {
 	// recorded, with the update applied.
 	fresh := newExecution(b.ann, "01JWF", "")
 	res = b.apply(t, persistence.ExecutionUpdate{ID: fresh.ID, Create: fresh, Start: &started, Reload: true,
-		Nodes:  map[string]*persistence.NodeState{"a": {Type: "input", Status: persistence.StatusCompleted, Attempts: 1}},
+		Nodes: map[string]*persistence.NodeState{
+			"a": {Type: "input", Status: persistence.StatusCompleted, Attempts: 1},
+			"b": {Type: "transform", Status: persistence.StatusFailed, Attempts: 2, StartedAt: &started, FinishedAt: &finished,
+				Output: json.RawMessage(`{"partial":[1,2]}`), Error: &persistence.NodeError{Code: "expression_failed", Message: "no"}},
+		},
 		Finish: &persistence.Finish{Status: persistence.StatusCompleted, Output: json.RawMessage(`{"ok":true}`), At: finished}})
 	require.True(t, res.Finished)
 	got, err = b.store.GetExecution(b.ctx, b.ann.ID, fresh.ID)
@@ -356,7 +360,17 @@ func testExecutionsApply(t *testing.T, b *bundle) {
 	requireTime(t, started, *got.StartedAt)
 	requireTime(t, finished, *got.FinishedAt)
 	require.JSONEq(t, `{"ok":true}`, string(got.Output))
-	require.Len(t, got.Nodes, 1)
+	require.Len(t, got.Nodes, 2)
+	require.Equal(t, persistence.StatusCompleted, got.Nodes["a"].Status)
+	require.Nil(t, got.Nodes["a"].StartedAt)
+	nb := got.Nodes["b"]
+	require.Equal(t, "transform", nb.Type)
+	require.Equal(t, persistence.StatusFailed, nb.Status)
+	require.Equal(t, 2, nb.Attempts)
+	requireTime(t, started, *nb.StartedAt)
+	requireTime(t, finished, *nb.FinishedAt)
+	require.JSONEq(t, `{"partial":[1,2]}`, string(nb.Output))
+	require.Equal(t, &persistence.NodeError{Code: "expression_failed", Message: "no"}, nb.Error)
 	// Created and started, not finished: running.
 	runningOne := newExecution(b.ann, "01JWF", "")
 	res = b.apply(t, persistence.ExecutionUpdate{ID: runningOne.ID, Create: runningOne, Start: &started, Reload: true})
