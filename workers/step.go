@@ -344,7 +344,7 @@ func (s *step) commit(ctx context.Context) (*persistence.Execution, error) {
 	}
 	var futures []jetstream.PubAckFuture
 	publish := func(subject, msgID string, v any) error {
-		data, err := json.Marshal(v)
+		data, err := encodeMessage(v)
 		if err != nil {
 			return err
 		}
@@ -431,21 +431,46 @@ func (s *step) publishEnd(publish func(subject, msgID string, v any) error, base
 	if ex.FinishedAt != nil {
 		ev.At = *ex.FinishedAt // the end, not the start of the step that reached it
 	}
-	if len(view) <= maxEventExecution {
-		// Waiters answer from it without reading the store; a larger one
-		// would pass the message size limit, and they read the store.
-		ev.Execution = view
-	}
 	if ex.StartedAt != nil && ex.FinishedAt != nil {
 		ev.DurationMs = float64(ex.FinishedAt.Sub(*ex.StartedAt).Microseconds()) / 1000
 	}
 	if ex.Error != nil {
 		ev.Error = events.Errorf(ex.Error.Code, "%s", ex.Error.Message)
 	}
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	if len(view) <= maxEventExecution {
+		// Waiters answer from it without reading the store; a larger one
+		// would pass the message size limit, and they read the store.
+		data = withExecution(data, view)
+	}
 	// The end is published once per execution for good, not only within
 	// the duplicate window: the stream refuses it when its subject holds a
 	// message already (see publishOnce).
-	return publish(events.EventSubject(ex.ID, ev.Kind), onceMsgID(ex.ID+"."+ev.Kind), ev)
+	return publish(events.EventSubject(ex.ID, ev.Kind), onceMsgID(ex.ID+"."+ev.Kind), data)
+}
+
+// encodeMessage is a message's payload: v encoded, or v itself if it is
+// encoded already.
+func encodeMessage(v any) ([]byte, error) {
+	if b, ok := v.([]byte); ok {
+		return b, nil
+	}
+	return json.Marshal(v)
+}
+
+// withExecution adds the execution's view to an encoded event, as its
+// "execution" member. Spliced in rather than set on the event before
+// encoding: the encoder would parse and compact the whole view again, as
+// it does with every json.RawMessage, to check what was just encoded.
+func withExecution(event, view []byte) []byte {
+	out := make([]byte, 0, len(event)+len(`,"execution":`)+len(view))
+	out = append(out, event[:len(event)-1]...) // without its closing brace
+	out = append(out, `,"execution":`...)
+	out = append(out, view...)
+	return append(out, '}')
 }
 
 // maxEventExecution is the largest execution a terminal event carries.
@@ -508,7 +533,7 @@ func (e *Engine) republishEnd(ctx context.Context, ex *persistence.Execution, g 
 	}
 	var futures []jetstream.PubAckFuture
 	err := s.publishEnd(func(subject, msgID string, v any) error {
-		data, err := json.Marshal(v)
+		data, err := encodeMessage(v)
 		if err != nil {
 			return err
 		}
