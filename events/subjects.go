@@ -67,6 +67,24 @@ func EventSubject(executionID, kind string) string {
 // EventFilter matches every event of one execution.
 func EventFilter(executionID string) string { return subjectEvents + executionID + ".>" }
 
+// Result subjects carry each execution's end as the terminal event with
+// the whole execution in it ("execution", as GET serves it), over core
+// NATS, just before the terminal event is stored without it: a waiting
+// request answers from it without reading the store, and the event stream
+// does not hold a copy of every execution.
+const subjectResults = "weft.results."
+
+// ResultSubject is where one execution's result is published.
+func ResultSubject(executionID string) string { return subjectResults + executionID }
+
+// ResultFilter matches every execution's result.
+const ResultFilter = subjectResults + "*"
+
+// ExecutionOfResult is the execution id of a result subject.
+func ExecutionOfResult(subject string) (string, bool) {
+	return strings.CutPrefix(subject, subjectResults)
+}
+
 // Token subjects carry an AI node's text as it is generated, one message
 // a delta. They are core NATS, outside every stream: storing each token
 // would cost far more than a live view is worth, and the node's output

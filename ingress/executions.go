@@ -27,37 +27,72 @@ const (
 	executionCacheTTL = time.Hour
 )
 
-// waiters hands terminal events to the requests waiting for them. One
-// wildcard subscription per terminal kind serves every waiter of the
-// process: a subscription per request costs twice as much.
+// waiters hands the ends of executions to the requests waiting for them.
+// An execution's result (events.ResultSubject: its terminal event with
+// the whole execution) comes first and is what they answer from. The
+// terminal event, without the execution, comes after it and is the end
+// for the others: refusals, and ends that had no result (an execution too
+// large to travel, a cancel), whose waiters read the store. One wildcard
+// subscription per subject serves every waiter of the process (a
+// subscription per request costs twice as much), all feeding one channel
+// so that a result is always handled before the event that follows it.
 type waiters struct {
 	mu   sync.Mutex
 	byID map[string][]chan *events.Event
 	subs []*nats.Subscription
+	in   chan *nats.Msg
+	quit chan struct{}
+	done chan struct{}
 }
 
 func startWaiters(nc *nats.Conn) (*waiters, error) {
-	w := &waiters{byID: map[string][]chan *events.Event{}}
+	w := &waiters{byID: map[string][]chan *events.Event{}, in: make(chan *nats.Msg, 1<<16),
+		quit: make(chan struct{}), done: make(chan struct{})}
+	subjects := []string{events.ResultFilter}
 	for _, kind := range []string{events.KindCompleted, events.KindFailed, events.KindCancelled, events.KindRejected} {
-		sub, err := nc.Subscribe(events.EventKindFilter(kind), w.deliver)
+		subjects = append(subjects, events.EventKindFilter(kind))
+	}
+	for _, subject := range subjects {
+		sub, err := nc.ChanSubscribe(subject, w.in)
 		if err != nil {
-			w.stop()
+			w.unsubscribe()
 			return nil, err
 		}
-		_ = sub.SetPendingLimits(1<<20, 1<<30)
 		w.subs = append(w.subs, sub)
 	}
+	go w.run()
 	return w, nil
 }
 
-func (w *waiters) stop() {
+func (w *waiters) unsubscribe() {
 	for _, s := range w.subs {
 		_ = s.Unsubscribe()
 	}
 }
 
+func (w *waiters) stop() {
+	w.unsubscribe()
+	close(w.quit)
+	<-w.done
+}
+
+func (w *waiters) run() {
+	defer close(w.done)
+	for {
+		select {
+		case m := <-w.in:
+			w.deliver(m)
+		case <-w.quit:
+			return
+		}
+	}
+}
+
 func (w *waiters) deliver(msg *nats.Msg) {
-	id := executionOfSubject(msg.Subject)
+	id, result := events.ExecutionOfResult(msg.Subject)
+	if !result {
+		id = executionOfSubject(msg.Subject)
+	}
 	w.mu.Lock()
 	chans := w.byID[id]
 	delete(w.byID, id)
@@ -592,6 +627,14 @@ func (s *Server) executionEvents(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	// The result, into the same channel: it comes just before the
+	// terminal event and, unlike the event, carries the whole execution,
+	// so it is sent in the event's place.
+	result, err := s.deps.NC.ChanSubscribe(events.ResultSubject(id), ch)
+	if err != nil {
+		_ = sub.Unsubscribe()
+		return err
+	}
 	// An AI node's text as it is generated, between its events. Tokens
 	// have a channel of their own: a client too slow for a burst of them
 	// loses tokens (the node's output has the whole text), never an event.
@@ -599,9 +642,10 @@ func (s *Server) executionEvents(c *fiber.Ctx) error {
 	tokens, err := s.deps.NC.ChanSubscribe(events.TokenFilter(id), tch)
 	if err != nil {
 		_ = sub.Unsubscribe()
+		_ = result.Unsubscribe()
 		return err
 	}
-	unsubscribe := func() { _ = sub.Unsubscribe(); _ = tokens.Unsubscribe() }
+	unsubscribe := func() { _ = sub.Unsubscribe(); _ = result.Unsubscribe(); _ = tokens.Unsubscribe() }
 	view, ex, err := s.loadView(ctx, p.UserID, id)
 	if err != nil {
 		unsubscribe()
@@ -634,6 +678,15 @@ func (s *Server) executionEvents(c *fiber.Ctx) error {
 				}
 			case m := <-ch:
 				kind := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+				if _, ok := events.ExecutionOfResult(m.Subject); ok {
+					var end struct {
+						Kind string `json:"kind"`
+					}
+					if json.Unmarshal(m.Data, &end) != nil || !events.TerminalKind(end.Kind) {
+						continue
+					}
+					kind = end.Kind
+				}
 				if !write(kind, m.Data) {
 					return
 				}

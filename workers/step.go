@@ -442,9 +442,14 @@ func (s *step) publishEnd(publish func(subject, msgID string, v any) error, base
 		return err
 	}
 	if len(view) <= maxEventExecution {
-		// Waiters answer from it without reading the store; a larger one
+		// The result first, so that it reaches waiters before the event:
+		// they answer from it without reading the store. A larger one
 		// would pass the message size limit, and they read the store.
-		data = withExecution(data, view)
+		// Core NATS, like the event's own delivery to them: lost only
+		// with a subscriber's connection.
+		if err := s.e.js.Conn().Publish(events.ResultSubject(ex.ID), withExecution(data, view)); err != nil {
+			return err
+		}
 	}
 	// The end is published once per execution for good, not only within
 	// the duplicate window: the stream refuses it when its subject holds a
@@ -462,7 +467,7 @@ func encodeMessage(v any) ([]byte, error) {
 }
 
 // withExecution adds the execution's view to an encoded event, as its
-// "execution" member. Spliced in rather than set on the event before
+// "execution" member: the result. Spliced in rather than set on the event before
 // encoding: the encoder would parse and compact the whole view again, as
 // it does with every json.RawMessage, to check what was just encoded.
 func withExecution(event, view []byte) []byte {

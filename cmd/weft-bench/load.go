@@ -176,7 +176,7 @@ func checkSeed(e *execution, text string, n int) string {
 	return ""
 }
 
-// checkDiamondEvent verifies the execution a completed event carries, when
+// checkDiamondEvent verifies the execution a completed result carries, when
 // it carries one: ten nodes completed, each TRANSFORM's value in the output.
 func checkDiamondEvent(data []byte, x int) string {
 	var ev struct {
@@ -291,8 +291,16 @@ func natsBurst(ctx context.Context, natsURL string, s setup, runID string, n int
 
 	onEvent := func(m *nats.Msg) {
 		at := time.Now()
-		// weft.events.<executionId>.<kind>
+		// weft.events.<executionId>.<kind>, or weft.results.<executionId>
+		// (a completed or failed end, with the execution in it)
 		tok := strings.Split(m.Subject, ".")
+		if len(tok) == 3 && tok[1] == "results" {
+			var ev struct {
+				Kind string `json:"kind"`
+			}
+			_ = json.Unmarshal(m.Data, &ev)
+			tok = append(tok, ev.Kind)
+		}
 		if len(tok) != 4 || !strings.HasPrefix(tok[2], prefix) {
 			return
 		}
@@ -324,10 +332,12 @@ func natsBurst(ctx context.Context, natsURL string, s setup, runID string, n int
 			close(all)
 		}
 	}
-	// Subscribe before publishing so no terminal event is missed; one
-	// subscription per kind, no per-execution subscriptions.
-	for _, kind := range []string{"completed", "failed", "cancelled", "rejected"} {
-		sub, err := nc.Subscribe("weft.events.*."+kind, onEvent)
+	// Subscribe before publishing so no end is missed; one subscription
+	// per subject, no per-execution subscriptions. An execution that ran
+	// ends with its result, which carries the execution to check; the
+	// others with their event.
+	for _, subject := range []string{"weft.results.*", "weft.events.*.cancelled", "weft.events.*.rejected"} {
+		sub, err := nc.Subscribe(subject, onEvent)
 		if err != nil {
 			return result{name: name}, err
 		}

@@ -190,6 +190,7 @@ func TestExecutionEventsStream(t *testing.T) {
 	require.NoError(t, b.main.engine.Start(context.Background(), []string{"INPUT", "TRANSFORM", "CONDITION", "OUTPUT"}))
 	t.Cleanup(b.main.engine.Stop)
 	var kinds []string
+	data := map[string]string{}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -199,10 +200,26 @@ func TestExecutionEventsStream(t *testing.T) {
 				break
 			}
 		}
+		if d, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+			data[kinds[len(kinds)-1]] = d
+		}
 	}
 	require.Equal(t, "snapshot", kinds[0])
-	require.Contains(t, kinds, "completed")
-	require.Equal(t, "end", kinds[len(kinds)-1])
+	require.Equal(t, []string{"completed", "end"}, kinds[len(kinds)-2:], "one terminal event, then the end: %v", kinds)
+	// The terminal event carries the whole execution.
+	var end struct {
+		Kind      string `json:"kind"`
+		Execution struct {
+			Status string         `json:"status"`
+			Output map[string]any `json:"output"`
+			Nodes  map[string]any `json:"nodes"`
+		} `json:"execution"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(data["completed"]), &end), data["completed"])
+	require.Equal(t, "completed", end.Kind)
+	require.Equal(t, "completed", end.Execution.Status)
+	require.NotEmpty(t, end.Execution.Output)
+	require.Len(t, end.Execution.Nodes, 6)
 }
 
 // TestEventsStreamEndsWhenItsEndIsMissed: an end the stream never
