@@ -69,6 +69,7 @@ type Config struct {
 	Concurrency    int
 	NodeTimeout    time.Duration // default node timeout; tasks' AckWait is twice it
 	EventsMaxBytes int64         // retention of WEFT_EVENTS; 0: 256 MiB in dev, 1 GiB otherwise
+	EventsMaxMsgs  int64         // retention of WEFT_EVENTS in events; 0: 100,000 in dev, 1,000,000 otherwise
 
 	CORSOrigins    []string
 	RatePerMinute  int
@@ -260,7 +261,14 @@ func (m *Main) settings() events.Settings {
 		// less than it needs a flat footprint.
 		maxBytes = 256 << 20
 	}
-	return events.Settings{Replicas: m.Config.StreamReplicas, NodeTimeout: m.Config.NodeTimeout, EventsMaxBytes: maxBytes}
+	maxMsgs := m.Config.EventsMaxMsgs
+	if maxMsgs == 0 && m.Config.Mode == ModeDev {
+		// The embedded server indexes every execution's subjects in this
+		// process: 100,000 events are about 30 MB of it.
+		maxMsgs = 100_000
+	}
+	return events.Settings{Replicas: m.Config.StreamReplicas, NodeTimeout: m.Config.NodeTimeout,
+		EventsMaxBytes: maxBytes, EventsMaxMsgs: maxMsgs}
 }
 
 // startAuth builds the credential checker the API and the starter share.

@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/weftdev/weft/events"
 	"github.com/weftdev/weft/persistence/mongo/mongotest"
 	"github.com/weftdev/weft/workers/nodes"
 )
@@ -236,6 +237,22 @@ func TestDevUsesGivenURLs(t *testing.T) {
 	require.Equal(t, other.main.RedisURL, b.main.RedisURL)
 	u := b.register(t)
 	require.Equal(t, 200, b.call(t, "GET", "/api/auth/me", u.Token, nil).Status)
+}
+
+// TestEventHistoryIsBounded: the event stream keeps a bounded number of
+// events, 100,000 by default in dev (each costs the embedded server memory
+// for its subject), or what is configured.
+func TestEventHistoryIsBounded(t *testing.T) {
+	t.Parallel()
+	for want, opt := range map[int64]option{
+		100_000: func(*Config) {},
+		5_000:   func(c *Config) { c.EventsMaxMsgs = 5_000 },
+	} {
+		b := setup(t, opt)
+		st, err := b.main.js.Stream(context.Background(), events.StreamEvents)
+		require.NoError(t, err)
+		require.Equal(t, want, st.CachedInfo().Config.MaxMsgs)
+	}
 }
 
 // ferret is the MongoDB-protocol server of the serve tests, started by the
