@@ -25,14 +25,16 @@ const maxAttempts = 10
 // applyEvents counts a batch of events, wholly or not at all, as if no
 // other projector ran: optimistically, under WATCH.
 //
-// It watches the marker and the phase of every execution in the batch,
-// reads them all in one MGET, computes in Go what changes and issues the
-// writes in one MULTI/EXEC. Every write follows from the phases read, so
-// if another projector changed one of them in between (or a rebuild
-// removed the marker), EXEC does nothing and the batch is computed again
-// from what is there now. Without the marker the counters are being
-// rebuilt, and the batch is refused with errRebuild rather than counted
-// into a keyspace that is about to be swept.
+// It watches the marker and the own key of every execution in the batch,
+// reads those keys with one MGET and the executions' fields in the
+// buckets of ended phases with one HMGET each, computes in Go what changes
+// and issues the writes in one MULTI/EXEC. Every write follows from the
+// phases read, and every write of a phase writes its execution's own key
+// (see doc.go), so if another projector changed one of them in between
+// (or a rebuild removed the marker), EXEC does nothing and the batch is
+// computed again from what is there now. Without the marker the counters
+// are being rebuilt, and the batch is refused with errRebuild rather than
+// counted into a keyspace that is about to be swept.
 //
 // On Redis Cluster the prefix's hash tag ("{weft}:") puts every key in one
 // slot, which WATCH and MULTI across them need.
@@ -41,17 +43,19 @@ func (p *Projector) applyEvents(ctx context.Context, evs []wireEvent) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	// The marker, then every record's phase: watched and read together.
+	// The marker, then every record's own key: watched and read together.
 	keys := make([]string, 1+len(recs))
 	keys[0] = p.k.marker()
+	execs := make([]string, len(recs))
 	for i := range recs {
 		keys[1+i] = p.k.phase(recs[i].exec)
+		execs[i] = recs[i].exec
 	}
 	t := newTally(p.k, len(recs))
 	var wait *expbackoff.ExponentialBackOff
 	for attempt := 1; ; attempt++ {
 		err := p.rdb.Watch(ctx, func(tx *goredis.Tx) error {
-			return p.applyOnce(ctx, tx, keys, recs, t)
+			return p.applyOnce(ctx, tx, keys, execs, recs, t)
 		}, keys...)
 		if !errors.Is(err, goredis.TxFailedErr) {
 			return err
@@ -77,40 +81,101 @@ func (p *Projector) applyEvents(ctx context.Context, evs []wireEvent) error {
 	}
 }
 
+// The buckets of ended phases a batch reads: the one its clock is in,
+// the one before, which holds phases until they are at least DoneTTL
+// old, and the one after, which a projector whose clock runs ahead of
+// this one's (by less than a bucket) writes to.
+const (
+	prevBucket = iota
+	thisBucket
+	nextBucket
+	nBuckets
+)
+
+// endedBuckets returns the start, in Unix seconds, of the buckets of ended
+// phases around now, and their width in seconds: DoneTTL, in whole seconds.
+func (p *Projector) endedBuckets(now time.Time) (start [nBuckets]int64, width int64) {
+	width = max(int64(p.cfg.DoneTTL/time.Second), 1)
+	this := now.Unix() - now.Unix()%width
+	for i := range start {
+		start[i] = this + int64(i-thisBucket)*width
+	}
+	return start, width
+}
+
 // applyOnce is one attempt: read the phases, compute, write. Run inside
 // WATCH of keys; it returns goredis.TxFailedErr if a key changed since.
-func (p *Projector) applyOnce(ctx context.Context, tx *goredis.Tx, keys []string, recs []record, t *tally) error {
-	vals, err := tx.MGet(ctx, keys...).Result()
+func (p *Projector) applyOnce(ctx context.Context, tx *goredis.Tx, keys, execs []string, recs []record, t *tally) error {
+	// The clock is read at every attempt: a batch computed again after
+	// the bucket rolled over writes to the new one.
+	start, width := p.endedBuckets(p.cfg.Now())
+	// The buckets are read but not watched: a write of an execution's
+	// phase to a bucket also writes its own key, which is watched.
+	var open *goredis.SliceCmd
+	var ended [nBuckets]*goredis.SliceCmd
+	_, err := tx.Pipelined(ctx, func(pipe goredis.Pipeliner) error {
+		open = pipe.MGet(ctx, keys...)
+		for i := range ended {
+			ended[i] = pipe.HMGet(ctx, p.k.ended(start[i]), execs...)
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
+	vals := open.Val()
 	if vals[0] == nil {
 		return errRebuild
 	}
 	t.reset()
+	var inBucket [nBuckets]any
 	for i := range recs {
-		old, err := parsePhase(vals[1+i])
-		if err != nil {
-			return fmt.Errorf("%s: %w", keys[1+i], err)
+		for j := range ended {
+			inBucket[j] = ended[j].Val()[i]
 		}
-		t.count(keys[1+i], &recs[i], old)
+		old, at, err := readPhase(vals[1+i], inBucket)
+		if err != nil {
+			return fmt.Errorf("phase of %q: %w", recs[i].exec, err)
+		}
+		t.count(i, &recs[i], old, at)
 	}
 	if len(t.phases) == 0 {
 		return nil // nothing new: no phase moved, so no counter either
 	}
-	// Phases expire in whole seconds (SET … EX), never 0: go-redis would
-	// send that as no expiry at all.
+	// Open phases expire in whole seconds (SET … EX), never 0: go-redis
+	// would send that as no expiry at all.
 	openTTL := max(p.cfg.OpenTTL.Truncate(time.Second), time.Second)
-	doneTTL := max(p.cfg.DoneTTL.Truncate(time.Second), time.Second)
 	_, err = tx.TxPipelined(ctx, func(pipe goredis.Pipeliner) error {
 		for _, w := range t.phases {
-			// Kept for OpenTTL while open, DoneTTL once ended: longer than
-			// a redelivery or a late event of it may come.
-			ttl := openTTL
-			if w.ended {
-				ttl = doneTTL
+			key := keys[1+w.rec]
+			if !w.ended {
+				// Kept for OpenTTL: longer than the execution may run.
+				pipe.Set(ctx, key, w.value, openTTL)
+				continue
 			}
-			pipe.Set(ctx, w.key, w.value, ttl)
+			// To the newest bucket it was in, so that a newer copy of a
+			// phase never expires before an older one.
+			b := max(w.at.bucket, thisBucket)
+			t.hset[b] = append(t.hset[b], recs[w.rec].exec, w.value)
+			t.touch = append(t.touch, key, "")
+			t.moved = append(t.moved, key)
+		}
+		for i, fv := range t.hset {
+			if len(fv) > 0 {
+				key := p.k.ended(start[i])
+				pipe.HSet(ctx, key, fv...)
+				// Read while this bucket or the next is a projector's own,
+				// until start+2*width; a width more for clocks that differ.
+				pipe.ExpireAt(ctx, key, time.Unix(start[i]+3*width, 0))
+			}
+		}
+		if len(t.moved) > 0 {
+			// Every ended phase written leaves its own key deleted, but
+			// written first (SET then DEL, in the transaction): a projector
+			// watching that key for the same execution then has its EXEC
+			// refused, as for any change of the phase. See doc.go.
+			pipe.MSet(ctx, t.touch...)
+			pipe.Del(ctx, t.moved...)
 		}
 		for f, v := range t.incr {
 			if v != 0 {
@@ -226,12 +291,60 @@ type phase struct {
 
 var errBadPhase = errors.New("malformed phase")
 
-// parsePhase reads a phase as MGET returns it: nil if there is none yet.
-func parsePhase(v any) (phase, error) {
-	s, ok := v.(string)
-	if !ok {
-		return phase{nodes: ","}, nil
+// stored is where an execution's phase was found.
+type stored struct {
+	open   bool // in its own key
+	bucket int  // the newest bucket of ended phases holding it; -1 if none
+}
+
+// readPhase merges the copies of an execution's phase as MGET and HMGET
+// return them (nil where there is none): its own key's and each bucket's.
+//
+// There is mostly one copy. Two are left where a phase was written
+// again to a newer bucket, and the older copy has not expired yet; the
+// newer one then holds all of the older one, as every write of a phase
+// starts from all its copies. Flags and nodes only ever get added, so the
+// union of the copies is the newest of them, and it is what was counted.
+func readPhase(own any, buckets [nBuckets]any) (phase, stored, error) {
+	ph := phase{nodes: ","}
+	at := stored{bucket: -1}
+	found := false
+	add := func(v any) error {
+		s, ok := v.(string)
+		if !ok {
+			return nil
+		}
+		o, err := parsePhase(s)
+		if err != nil {
+			return err
+		}
+		if found {
+			ph = ph.merge(o)
+		} else {
+			ph, found = o, true
+		}
+		return nil
 	}
+	for i := nBuckets - 1; i >= 0; i-- {
+		if buckets[i] == nil {
+			continue
+		}
+		if err := add(buckets[i]); err != nil {
+			return phase{}, at, err
+		}
+		at.bucket = max(at.bucket, i)
+	}
+	if own != nil {
+		if err := add(own); err != nil {
+			return phase{}, at, err
+		}
+		at.open = true
+	}
+	return ph, at, nil
+}
+
+// parsePhase reads a stored phase.
+func parsePhase(s string) (phase, error) {
 	var f [5]string
 	for i := range f {
 		var found bool
@@ -240,7 +353,27 @@ func parsePhase(v any) (phase, error) {
 			return phase{}, errBadPhase
 		}
 	}
+	if len(s) == 0 || s[0] != ',' || s[len(s)-1] != ',' {
+		return phase{}, errBadPhase
+	}
 	return phase{user: f[0], workflow: f[1], queued: f[2] != "", started: f[3] != "", end: f[4], nodes: s}, nil
+}
+
+// merge returns what ph and o together say was counted: the flags of
+// either, the nodes of both. Where both name a user, workflow or end, they
+// are the same (an execution has one of each); ph's is kept.
+func (ph phase) merge(o phase) phase {
+	ph.user = cmp.Or(ph.user, o.user)
+	ph.workflow = cmp.Or(ph.workflow, o.workflow)
+	ph.queued = ph.queued || o.queued
+	ph.started = ph.started || o.started
+	ph.end = cmp.Or(ph.end, o.end)
+	for id := range strings.SplitSeq(o.nodes[1:], ",") {
+		if id != "" && !hasNode(ph.nodes, id) {
+			ph.nodes += id + ","
+		}
+	}
+	return ph
 }
 
 // gauge is the gauge a phase counts the execution in: "queued",
@@ -283,6 +416,11 @@ func hasNode(list, id string) bool {
 type tally struct {
 	k      keys // the layout of keys.go, built here through name
 	phases []phaseWrite
+	// The writes of ended phases: field-value pairs per bucket, and the
+	// executions' own keys, as MSET's key-value pairs and as DEL's keys.
+	hset   [nBuckets][]any
+	touch  []any
+	moved  []string
 	incr   map[hashField]int64
 	sets   map[string][]any   // wfs:<user> → workflows first counted here
 	inSet  map[hashField]bool // (set, member) pairs in sets
@@ -295,9 +433,12 @@ type tally struct {
 
 type hashField struct{ key, field string }
 
+// phaseWrite is the new phase of the record rec, which was read from at.
 type phaseWrite struct {
-	key, value string
-	ended      bool
+	rec   int
+	value string
+	ended bool
+	at    stored
 }
 
 func newTally(k keys, records int) *tally {
@@ -314,6 +455,13 @@ func newTally(k keys, records int) *tally {
 
 func (t *tally) reset() {
 	t.phases = t.phases[:0]
+	for i := range t.hset {
+		clear(t.hset[i])
+		t.hset[i] = t.hset[i][:0]
+	}
+	clear(t.touch)
+	t.touch = t.touch[:0]
+	t.moved = t.moved[:0]
 	clear(t.incr)
 	clear(t.sets)
 	clear(t.inSet)
@@ -336,9 +484,11 @@ func (t *tally) name(parts ...string) string {
 	return s
 }
 
-// count moves the counters by what r adds to old, the phase read from
-// key, and if the phase changes, writes it back.
-func (t *tally) count(key string, r *record, old phase) {
+// count moves the counters by what r, the record rec of the batch, adds
+// to old, the phase read from at, and if the phase changes, writes it
+// back. An ended phase still in its execution's own key (as a projector
+// of the previous layout left it) is moved to a bucket all the same.
+func (t *tally) count(rec int, r *record, old phase, at stored) {
 	now := phase{
 		user:     cmp.Or(old.user, r.user),
 		workflow: cmp.Or(old.workflow, r.workflow),
@@ -416,8 +566,9 @@ func (t *tally) count(key string, r *record, old phase) {
 			}
 		}
 	}
-	if dirty {
-		t.phases = append(t.phases, phaseWrite{key: key, value: b.String(), ended: now.end != ""})
+	ended := now.end != ""
+	if dirty || ended && at.open {
+		t.phases = append(t.phases, phaseWrite{rec: rec, value: b.String(), ended: ended, at: at})
 	}
 }
 

@@ -4,10 +4,13 @@
 //	weft.events.<id>.<kind> ─▶ WEFT_EVENTS ─▶ durable "projector" (any number of processes)
 //	                                              │ up to 256 events at a time
 //	                                              ▼
-//	                         WATCH marker + the batch's phases; MGET them
+//	                         WATCH marker + the batch's executions' own keys
+//	                         read (one round trip): MGET those keys,
+//	                           HMGET the batch's executions in 3 buckets of ended phases
 //	                         compute in Go what the batch changes
 //	                         MULTI … EXEC (one round trip):
-//	                           per-execution phase       ─ dedupe, gauges
+//	                           open phases, one key each  ─ dedupe, gauges
+//	                           ended phases, one HSET     ─ dedupe, for DoneTTL
 //	                           per-user counters          ─ Overview
 //	                           per-workflow counters+hist ─ Workflows
 //	                           per-minute buckets (TTL)   ─ Metrics
@@ -22,27 +25,62 @@
 // Every execution has a small phase string in Redis,
 // "user|workflow|q|s|t|,node,node,", recording which of queued, started
 // (or a node event) and a terminal event it has seen, who it belongs to,
-// and which of its nodes were counted; a batch reads all of its phases in
-// one MGET. From each phase the projector derives what had been counted
-// (queued or running gauge, status counter), applies the batch's events
-// of that execution, and moves the counters by the difference, summed
-// over the batch. So a redelivered or republished event changes nothing,
-// and the counters come out the same whatever the order events arrive in.
+// and which of its nodes were counted. From each phase the projector
+// derives what had been counted (queued or running gauge, status
+// counter), applies the batch's events of that execution, and moves the
+// counters by the difference, summed over the batch. So a redelivered or
+// republished event changes nothing, and the counters come out the same
+// whatever the order events arrive in.
 //
-// A batch is applied as one transaction, optimistically: the phases it
-// read (and the marker) are WATCHed, and the new phases and every counter
-// increment go in one MULTI/EXEC. If another projector changed one of
-// those phases in between, EXEC applies nothing and the batch is computed
-// again from the phases as they are now (up to ten times, with a short
-// jittered pause; then the batch is given back for redelivery). So two
-// projectors on the same durable consumer apply their batches in any
-// interleaving, each batch wholly after or wholly before the other. The phase
-// lives seven days while the execution is open (Config.OpenTTL) and 10 s
-// once it has ended (Config.DoneTTL): longer than the consumer's AckWait
-// (5 s), so a redelivered batch is recognised, and longer than two
-// projectors' batches can be out of order; short enough that thousands of
-// executions a second do not fill Redis. An execution's end is stored once
-// in the stream, so no republish comes later.
+// While an execution is open its phase has a key of its own, kept seven
+// days (Config.OpenTTL). Once it has ended, its phase only needs to
+// recognise a redelivery (the consumer's AckWait is 5 s) or an event that
+// two projectors applied out of order, for Config.DoneTTL (10 s); an
+// execution's end is stored once in the stream, so no republish comes
+// later. At thousands of executions a second, a key each would be tens of
+// thousands of keys with a TTL (which the embedded server visits on every
+// tick of its clock) and a command each. So ended phases are fields of a
+// hash per bucket of time, DoneTTL wide, by the projector's clock when it
+// writes them: a batch writes all of its ended phases with one HSET, and
+// deletes the own keys of the executions it ended. A batch reads three
+// buckets: the one its clock is in; the one before, so that a phase is
+// found for between DoneTTL and twice that after it was last written; and
+// the one after, which a projector whose clock runs ahead writes to. A phase
+// written again goes to the newest of the buckets it was found in, never
+// an older one. A bucket expires two widths after its end, a width after
+// the last batch reads it. So projectors' clocks must agree with each
+// other and with Redis's to well within a bucket (10 s): a projector whose
+// clock is s ahead of another's finds the other's phases for DoneTTL − s
+// at least. All projectors on a prefix must have the same DoneTTL.
+//
+// An execution's phase may thus be found in more than one place: in an
+// older bucket and a newer one, until the older expires (or, from a
+// projector of the previous layout, in its own key once ended, which is
+// then moved). Flags and nodes are only ever added, and every write of a
+// phase starts from all of its copies, so the newest copy holds all the
+// others: a batch reads all of them and merges them (flags of any, nodes
+// of all), which is the newest copy, and is what was counted.
+//
+// A batch is applied as one transaction, optimistically: the marker and
+// the own key of every execution in the batch are WATCHed, the phases are
+// read, and the new phases and every counter increment go in one
+// MULTI/EXEC. If another projector changed one of those phases in between,
+// EXEC applies nothing and the batch is computed again from the phases as
+// they are now (up to ten times, with a short jittered pause; then the
+// batch is given back for redelivery). So two projectors on the same
+// durable consumer apply their batches in any interleaving, each batch
+// wholly after or wholly before the other.
+//
+// The buckets are not watched: WATCH works per key, and every batch that
+// ends an execution writes the current bucket, so watching it would
+// refuse the EXEC of any batch while another ended executions, whatever
+// executions the two hold. Two batches need to conflict only when they
+// change the phase of the same execution, and every change of a phase
+// writes that execution's own key: an open phase is SET there; an ended
+// one is written to its bucket, and in the same transaction its own key
+// is SET and DELeted, two commands for the whole batch (MSET, DEL) that
+// leave nothing behind but refuse the EXEC of a batch that watched the
+// key.
 //
 // # Rebuild
 //

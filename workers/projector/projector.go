@@ -31,10 +31,13 @@ type Config struct {
 	// event while the execution is open: it must outlast the longest
 	// execution. Default 7 days.
 	OpenTTL time.Duration
-	// DoneTTL is how long an ended execution's phase is kept, to
-	// recognise redeliveries (the consumer's AckWait is 5 s) and events
-	// that arrive after the end. Default 10 s: at thousands of executions a
-	// second, every second of it is thousands of keys.
+	// DoneTTL is how long, at least, an ended execution's phase is kept,
+	// to recognise redeliveries (the consumer's AckWait is 5 s) and events
+	// that arrive after the end; in whole seconds. It is also the width of
+	// the buckets ended phases are kept in, so a phase is kept between
+	// once and twice DoneTTL, and every projector on a prefix must have
+	// the same. Default 10 s: at thousands of executions a second, every
+	// second of it is thousands of phases.
 	DoneTTL time.Duration
 	// Linger is the longest a batch waits to fill before it is applied.
 	// Default 50 ms: a batch costs a few round trips whatever its size,
