@@ -61,12 +61,13 @@ const pruneEvery = 10 * time.Second
 // server that sees a stream of short-lived keys (a dashboard phase or a
 // cached status per execution) grows by about 100 bytes per key for as
 // long as it runs. The versions of keys that no longer exist can go: the
-// only WATCH in Weft is the projector's, on a batch's phase keys for well
-// under a millisecond, and a watched key that does not exist has no
-// version to lose. A key that existed when watched, then expired, was
-// pruned and was made again, all within that window, would read as
-// unchanged; the projector's phases outlive any batch by seconds, so this
-// does not happen. miniredis offers no way to prune; it is done
+// only WATCH in Weft is the projector's, on a batch's keys for well under
+// a millisecond. A watched key deleted, pruned and made again within that
+// window would read as unchanged, and two projectors of the same
+// execution could then both count it; that takes two processes sharing
+// one embedded server (each process runs one projector, which applies one
+// batch at a time) and a prune landing inside a batch. miniredis offers
+// no way to prune; it is done
 // under the server's own lock through reflection on its unexported
 // fields. It reports false, and does nothing, if a miniredis release
 // renames them (TestEmbeddedForgetsDeletedKeys then fails).
