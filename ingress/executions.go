@@ -27,72 +27,34 @@ const (
 	executionCacheTTL = time.Hour
 )
 
-// waiters hands the ends of executions to the requests waiting for them.
-// An execution's result (events.ResultSubject: its terminal event with
-// the whole execution) comes first and is what they answer from. The
-// terminal event, without the execution, comes after it and is the end
-// for the others: refusals, and ends that had no result (an execution too
-// large to travel, a cancel), whose waiters read the store. One wildcard
-// subscription per subject serves every waiter of the process (a
-// subscription per request costs twice as much), all feeding one channel
-// so that a result is always handled before the event that follows it.
+// waiters hands the ends of executions to the requests waiting for them:
+// an execution's result (events.ResultSubject), published by whoever
+// ends it, just before its terminal event. It is the terminal event with
+// the whole execution in it, which they answer from, or without it (a
+// refusal; an execution too large to travel, which they read from the
+// store). One wildcard subscription serves every waiter of the process: a
+// subscription per request costs twice as much.
 type waiters struct {
 	mu   sync.Mutex
 	byID map[string][]chan *events.Event
-	subs []*nats.Subscription
-	in   chan *nats.Msg
-	quit chan struct{}
-	done chan struct{}
+	sub  *nats.Subscription
 }
 
 func startWaiters(nc *nats.Conn) (*waiters, error) {
-	w := &waiters{byID: map[string][]chan *events.Event{}, in: make(chan *nats.Msg, 1<<16),
-		quit: make(chan struct{}), done: make(chan struct{})}
-	subjects := []string{events.ResultFilter}
-	for _, kind := range []string{events.KindCompleted, events.KindFailed, events.KindCancelled, events.KindRejected} {
-		subjects = append(subjects, events.EventKindFilter(kind))
+	w := &waiters{byID: map[string][]chan *events.Event{}}
+	sub, err := nc.Subscribe(events.ResultFilter, w.deliver)
+	if err != nil {
+		return nil, err
 	}
-	for _, subject := range subjects {
-		sub, err := nc.ChanSubscribe(subject, w.in)
-		if err != nil {
-			w.unsubscribe()
-			return nil, err
-		}
-		w.subs = append(w.subs, sub)
-	}
-	go w.run()
+	_ = sub.SetPendingLimits(1<<20, 1<<30)
+	w.sub = sub
 	return w, nil
 }
 
-func (w *waiters) unsubscribe() {
-	for _, s := range w.subs {
-		_ = s.Unsubscribe()
-	}
-}
-
-func (w *waiters) stop() {
-	w.unsubscribe()
-	close(w.quit)
-	<-w.done
-}
-
-func (w *waiters) run() {
-	defer close(w.done)
-	for {
-		select {
-		case m := <-w.in:
-			w.deliver(m)
-		case <-w.quit:
-			return
-		}
-	}
-}
+func (w *waiters) stop() { _ = w.sub.Unsubscribe() }
 
 func (w *waiters) deliver(msg *nats.Msg) {
-	id, result := events.ExecutionOfResult(msg.Subject)
-	if !result {
-		id = executionOfSubject(msg.Subject)
-	}
+	id, _ := events.ExecutionOfResult(msg.Subject)
 	w.mu.Lock()
 	chans := w.byID[id]
 	delete(w.byID, id)
@@ -129,14 +91,6 @@ func (w *waiters) add(id string) (<-chan *events.Event, func()) {
 			delete(w.byID, id)
 		}
 	}
-}
-
-func executionOfSubject(subject string) string {
-	rest := strings.TrimPrefix(subject, "weft.events.")
-	if i := strings.LastIndexByte(rest, '.'); i >= 0 {
-		return rest[:i]
-	}
-	return rest
 }
 
 type submitBody struct {
@@ -576,11 +530,18 @@ func (s *Server) cancelExecution(c *fiber.Ctx) error {
 	v := workers.View(final, nil)
 	raw, _ := json.Marshal(v)
 	ev := events.Event{ExecutionID: ex.ID, Kind: events.KindCancelled, UserID: ex.UserID, WorkflowID: ex.WorkflowID,
-		At: now, Nodes: changed, Execution: raw}
+		At: now, Nodes: changed}
 	if final.StartedAt != nil {
 		ev.DurationMs = float64(now.Sub(*final.StartedAt).Microseconds()) / 1000
 	}
 	data, _ := json.Marshal(ev)
+	// The result first, with the execution, for the requests waiting for
+	// it; then the event, stored without it.
+	result := ev
+	result.Execution = raw
+	if rdata, err := json.Marshal(result); err == nil {
+		_ = s.deps.NC.Publish(events.ResultSubject(ex.ID), rdata)
+	}
 	msg := nats.NewMsg(events.EventSubject(ex.ID, events.KindCancelled))
 	msg.Data = data
 	msg.Header.Set(events.HeaderMsgID, ex.ID+"."+events.KindCancelled)

@@ -348,6 +348,8 @@ func (e *Engine) reject(ctx context.Context, m jetstream.Msg, executionID string
 	if executionID != "" {
 		ev := events.Event{ExecutionID: executionID, Kind: events.KindRejected, At: e.cfg.Now().UTC(), Error: reason}
 		if data, err := json.Marshal(ev); err == nil {
+			// The result too: a caller waiting for the end hears of it there.
+			_ = e.nc.Publish(events.ResultSubject(executionID), data)
 			_ = e.nc.Publish(events.EventSubject(executionID, events.KindRejected), data)
 		}
 	}

@@ -441,15 +441,17 @@ func (s *step) publishEnd(publish func(subject, msgID string, v any) error, base
 	if err != nil {
 		return err
 	}
+	// The result first, so that it reaches waiters before the event:
+	// they answer from it without reading the store. A larger execution
+	// would pass the message size limit: its result is the event alone,
+	// and they read the store. Core NATS, like the event's own delivery
+	// to them: lost only with a subscriber's connection.
+	result := data
 	if len(view) <= maxEventExecution {
-		// The result first, so that it reaches waiters before the event:
-		// they answer from it without reading the store. A larger one
-		// would pass the message size limit, and they read the store.
-		// Core NATS, like the event's own delivery to them: lost only
-		// with a subscriber's connection.
-		if err := s.e.js.Conn().Publish(events.ResultSubject(ex.ID), withExecution(data, view)); err != nil {
-			return err
-		}
+		result = withExecution(data, view)
+	}
+	if err := s.e.js.Conn().Publish(events.ResultSubject(ex.ID), result); err != nil {
+		return err
 	}
 	// The end is published once per execution for good, not only within
 	// the duplicate window: the stream refuses it when its subject holds a

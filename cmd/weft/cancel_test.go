@@ -39,7 +39,8 @@ func TestCancelStopsARunningRequest(t *testing.T) {
 		},
 		"edges": []any{map[string]any{"from": "in", "to": "call"}, map[string]any{"from": "call", "to": "out"}},
 	})
-	res := b.call(t, "POST", "/api/executions", u.Token, map[string]any{"workflowId": wf, "inputs": map[string]any{}})
+	body := map[string]any{"workflowId": wf, "inputs": map[string]any{}}
+	res := b.call(t, "POST", "/api/executions", u.Token, body, "Idempotency-Key", "slow-1")
 	require.Equal(t, 202, res.Status, string(res.Raw))
 	id := res.Body["id"].(string)
 	select {
@@ -47,6 +48,12 @@ func TestCancelStopsARunningRequest(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the request never reached the server")
 	}
+	// A caller waiting for the same execution hears of the cancel.
+	waited := make(chan response, 1)
+	go func() {
+		waited <- b.call(t, "POST", "/api/executions?wait=20s", u.Token, body, "Idempotency-Key", "slow-1")
+	}()
+	time.Sleep(100 * time.Millisecond) // the waiter in place
 
 	start := time.Now()
 	cancelled := b.call(t, "POST", "/api/executions/"+id+"/cancel", u.Token, nil)
@@ -58,6 +65,14 @@ func TestCancelStopsARunningRequest(t *testing.T) {
 		t.Fatal("the request went on after the cancel")
 	}
 	require.Less(t, time.Since(start), 5*time.Second)
+	select {
+	case w := <-waited:
+		require.Equal(t, 200, w.Status, string(w.Raw))
+		require.Equal(t, "cancelled", w.Body["status"])
+		require.Equal(t, id, w.Body["id"])
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting caller never heard of the cancel")
+	}
 
 	// The node's late end changes nothing: once its task is settled, the
 	// execution is still cancelled.
