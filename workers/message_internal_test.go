@@ -27,3 +27,16 @@ func TestWithExecution(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, data, same, "encoded bytes pass through")
 }
+
+// TestDecodeAdmissionIsStrict: a signed submission with a field this
+// version does not know, or data after it, is not read.
+func TestDecodeAdmissionIsStrict(t *testing.T) {
+	var ad events.Admission
+	require.NoError(t, decodeAdmission([]byte(`{"executionId":"x1","workflowId":"w","workflowVersion":2,"userId":"u","inputs":{"a":1}}`), &ad))
+	require.Equal(t, "x1", ad.ExecutionID)
+	require.Equal(t, 2, ad.WorkflowVersion)
+	require.JSONEq(t, `{"a":1}`, string(ad.Inputs))
+	require.Error(t, decodeAdmission([]byte(`{"executionId":"x1","priority":9}`), &ad))
+	require.Error(t, decodeAdmission([]byte(`{"executionId":"x1"} {}`), &ad))
+	require.Error(t, decodeAdmission([]byte(`[1]`), &ad))
+}
