@@ -419,16 +419,20 @@ func (s *Store) ExecutionLogs(ctx context.Context, userID, id string, limit int)
 func (s *Store) ApplyExecution(ctx context.Context, u persistence.ExecutionUpdate) (persistence.ApplyResult, error) {
 	// Everything that can be prepared outside the writer is, to keep the
 	// writer's time per request short.
-	nodes, err := nodeArgs(u.ID, u.Nodes)
-	if err != nil {
-		return persistence.ApplyResult{}, err
-	}
+	var (
+		nodes [][]any
+		err   error
+	)
 	var create []any
 	var ended string // the nodes as one column, for an execution recorded as it ends
 	if u.Create != nil && u.Finish != nil {
+		// Mostly not stored yet: its nodes go in its row (see applyNew),
+		// and rows for them are made only if it is found stored.
 		if ended, err = encodeEndedNodes(u.Nodes); err != nil {
 			return persistence.ApplyResult{}, err
 		}
+	} else if nodes, err = nodeArgs(u.ID, u.Nodes); err != nil {
+		return persistence.ApplyResult{}, err
 	}
 	if u.Create != nil {
 		if u.Create.ID != u.ID {
@@ -483,6 +487,11 @@ func (s *Store) ApplyExecution(ctx context.Context, u persistence.ExecutionUpdat
 		case persistence.Terminal(status):
 			res.Ended = true
 		default:
+			if nodes == nil && len(u.Nodes) > 0 {
+				if nodes, err = nodeArgs(u.ID, u.Nodes); err != nil {
+					return err
+				}
+			}
 			if err := applyOpen(t, status, start, finish, nodes, logs, &res); err != nil {
 				return err
 			}
