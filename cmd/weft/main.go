@@ -12,6 +12,7 @@ import (
 	_ "net/http/pprof" // served only when WEFT_PPROF_ADDR is set
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -106,6 +107,7 @@ func devCmd() *cobra.Command {
 		Short: "Everything in one process, on embedded NATS, store and Redis unless URLs are given",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c.Mode = ModeDev
+			devMemoryLimit()
 			return runUntilSignal(cmd.Context(), c)
 		},
 	}
@@ -117,6 +119,19 @@ func devCmd() *cobra.Command {
 	f.StringSliceVar(&c.Roles, "roles", splitList(env("WEFT_ROLES", "ingress,workers,projector")), "roles to run: ingress, workers, projector (WEFT_ROLES)")
 	f.BoolVar(&c.NATSSyncAlways, "nats-sync-always", envBool("WEFT_NATS_SYNC_ALWAYS"), "the embedded NATS fsyncs every write (WEFT_NATS_SYNC_ALWAYS)")
 	return cmd
+}
+
+// devMemoryLimit is the soft memory limit of `weft dev` unless
+// GOMEMLIMIT sets one: the process holds the NATS and Redis servers too,
+// and left to its default pace the collector lets the heap grow to twice
+// what is live (about 400 MB under full load). At 256 MiB it collects
+// sooner, at no measured cost in throughput; lower limits cost some.
+const devMemoryLimitBytes = 256 << 20
+
+func devMemoryLimit() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(devMemoryLimitBytes)
+	}
 }
 
 func serveCmd() *cobra.Command {

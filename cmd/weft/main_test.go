@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"runtime/debug"
 	"testing"
 	"time"
 
@@ -301,3 +302,17 @@ func TestMain(m *testing.M) {
 type quietRedis struct{}
 
 func (quietRedis) Printf(context.Context, string, ...any) {}
+
+// TestDevMemoryLimit: `weft dev` sets a soft memory limit unless
+// GOMEMLIMIT chose one.
+func TestDevMemoryLimit(t *testing.T) {
+	before := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(before) })
+	t.Setenv("GOMEMLIMIT", "")
+	devMemoryLimit()
+	require.EqualValues(t, devMemoryLimitBytes, debug.SetMemoryLimit(-1))
+	debug.SetMemoryLimit(before)
+	t.Setenv("GOMEMLIMIT", "1GiB")
+	devMemoryLimit()
+	require.Equal(t, before, debug.SetMemoryLimit(-1), "GOMEMLIMIT given: left alone")
+}
