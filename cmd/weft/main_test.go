@@ -11,9 +11,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
-	"runtime/debug"
 	"testing"
 	"time"
 
