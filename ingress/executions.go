@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -34,30 +35,54 @@ const (
 // refusal; an execution too large to travel, which they read from the
 // store). One wildcard subscription serves every waiter of the process: a
 // subscription per request costs twice as much.
+//
+// It also announces as queued the executions submitted here that have not
+// ended within queuedAfter (see queueLater).
 type waiters struct {
 	mu   sync.Mutex
 	byID map[string][]chan *events.Event
 	sub  *nats.Subscription
+	// open holds the executions submitted here whose end has not been
+	// heard, in order of submission, with those ids in openIDs.
+	open    []queuedLater
+	openIDs map[string]struct{}
+	publish func(*events.Event) // a queued event
+	quit    chan struct{}
+	done    chan struct{}
 }
 
-func startWaiters(nc *nats.Conn) (*waiters, error) {
-	w := &waiters{byID: map[string][]chan *events.Event{}}
+// queuedLater is an execution to announce as queued at due, unless it
+// ends first.
+type queuedLater struct {
+	ev  events.Event
+	due time.Time
+}
+
+func startWaiters(nc *nats.Conn, publish func(*events.Event)) (*waiters, error) {
+	w := &waiters{byID: map[string][]chan *events.Event{}, openIDs: map[string]struct{}{}, publish: publish,
+		quit: make(chan struct{}), done: make(chan struct{})}
 	sub, err := nc.Subscribe(events.ResultFilter, w.deliver)
 	if err != nil {
 		return nil, err
 	}
 	_ = sub.SetPendingLimits(1<<20, 1<<30)
 	w.sub = sub
+	go w.announce()
 	return w, nil
 }
 
-func (w *waiters) stop() { _ = w.sub.Unsubscribe() }
+func (w *waiters) stop() {
+	_ = w.sub.Unsubscribe()
+	close(w.quit)
+	<-w.done
+}
 
 func (w *waiters) deliver(msg *nats.Msg) {
 	id, _ := events.ExecutionOfResult(msg.Subject)
 	w.mu.Lock()
 	chans := w.byID[id]
 	delete(w.byID, id)
+	delete(w.openIDs, id)
 	w.mu.Unlock()
 	if len(chans) == 0 {
 		return
@@ -68,6 +93,59 @@ func (w *waiters) deliver(msg *nats.Msg) {
 	}
 	for _, c := range chans {
 		c <- &ev
+	}
+}
+
+// queueLater announces ex as queued if its end is not heard within
+// queuedAfter. Most executions end in milliseconds: for them the event
+// would cost a stored message, a subject in the stream's index and the
+// projector's work, to move the dashboard's queued gauge up and down
+// within a millisecond. The gauge counts what waits longer: a backlog. The
+// projector takes a queued event that comes after started as the no-op it
+// is. One goroutine does it for every execution, rather than a timer each.
+func (w *waiters) queueLater(ex *persistence.Execution, now time.Time) {
+	w.mu.Lock()
+	w.openIDs[ex.ID] = struct{}{}
+	w.open = append(w.open, queuedLater{due: now.Add(queuedAfter), ev: events.Event{ExecutionID: ex.ID,
+		Kind: events.KindQueued, UserID: ex.UserID, WorkflowID: ex.WorkflowID, At: ex.CreatedAt}})
+	w.mu.Unlock()
+}
+
+// announce publishes the queued events that fall due, ten times a second.
+func (w *waiters) announce() {
+	defer close(w.done)
+	t := time.NewTicker(queuedAfter / 10)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.quit:
+			return
+		case now := <-t.C:
+			w.mu.Lock()
+			n := 0
+			for n < len(w.open) && !w.open[n].due.After(now) {
+				n++
+			}
+			var due []events.Event // copies: the array is reused below
+			for _, q := range w.open[:n] {
+				if _, open := w.openIDs[q.ev.ExecutionID]; open {
+					delete(w.openIDs, q.ev.ExecutionID)
+					due = append(due, q.ev)
+				}
+			}
+			// The rest moves down; the array is reused while it is not
+			// much larger than what it holds.
+			rest := copy(w.open, w.open[n:])
+			clear(w.open[rest:])
+			w.open = w.open[:rest]
+			if cap(w.open) > 1024 && rest < cap(w.open)/4 {
+				w.open = slices.Clip(w.open)
+			}
+			w.mu.Unlock()
+			for i := range due {
+				w.publish(&due[i])
+			}
+		}
 	}
 }
 
@@ -180,7 +258,7 @@ func (s *Server) submit(ctx context.Context, p *Principal, body submitBody, exec
 		}
 		return s.await(ctx, stored, done, wait)
 	}
-	s.queuedLater(ex)
+	s.waiters.queueLater(ex, time.Now())
 	if _, err := s.deps.JS.PublishMsg(ctx, s.submission(stored)); err != nil {
 		// Recorded but not published: the reconciler publishes it later.
 		s.deps.Log.Warn("submission recorded but not published; the reconciler will", "execution", ex.ID, "err", err)
@@ -205,7 +283,7 @@ func (s *Server) recordAndSubmit(ctx context.Context, ex *persistence.Execution)
 	if err != nil {
 		return nil, err
 	}
-	s.queuedLater(ex)
+	s.waiters.queueLater(ex, time.Now())
 	ack, perr := s.deps.JS.PublishMsgAsync(s.submission(ex))
 	_, _, cerr := s.deps.Store.CreateExecution(ctx, ex)
 	if perr == nil {
@@ -248,7 +326,7 @@ func (s *Server) submitAndWait(ctx context.Context, ex *persistence.Execution, d
 	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
-	s.queuedLater(ex)
+	s.waiters.queueLater(ex, time.Now())
 	if _, err := s.deps.JS.PublishMsg(ctx, s.submission(ex)); err != nil {
 		if _, _, cerr := s.deps.Store.CreateExecution(ctx, ex); cerr != nil {
 			return nil, cerr
@@ -292,31 +370,14 @@ func (s *Server) submission(ex *persistence.Execution) *nats.Msg {
 // announced as queued.
 const queuedAfter = time.Second
 
-// queuedLater publishes the queued event of an execution that has not
-// ended within queuedAfter. Most executions end in milliseconds: for them
-// the event would cost a stored message, a subject in the stream's index
-// and the projector's work, to move the dashboard's queued gauge up and
-// down within a millisecond. The gauge counts what waits longer: a
-// backlog. The projector takes a queued event that comes after started as
-// the no-op it is.
-func (s *Server) queuedLater(ex *persistence.Execution) {
-	end, forget := s.waiters.add(ex.ID)
-	time.AfterFunc(queuedAfter, func() {
-		defer forget()
-		select {
-		case <-end:
-			return
-		case <-s.done:
-			return
-		default:
-		}
-		queued := nats.NewMsg(events.EventSubject(ex.ID, events.KindQueued))
-		queued.Data, _ = json.Marshal(events.Event{ExecutionID: ex.ID, Kind: events.KindQueued, UserID: ex.UserID, WorkflowID: ex.WorkflowID, At: ex.CreatedAt})
-		queued.Header.Set(events.HeaderMsgID, ex.ID+"."+events.KindQueued)
-		if _, err := s.deps.JS.PublishMsgAsync(queued); err != nil {
-			s.deps.Log.Debug("queued event not published", "execution", ex.ID, "err", err)
-		}
-	})
+// publishQueued publishes an execution's queued event.
+func (s *Server) publishQueued(ev *events.Event) {
+	queued := nats.NewMsg(events.EventSubject(ev.ExecutionID, events.KindQueued))
+	queued.Data, _ = json.Marshal(ev)
+	queued.Header.Set(events.HeaderMsgID, ev.ExecutionID+"."+events.KindQueued)
+	if _, err := s.deps.JS.PublishMsgAsync(queued); err != nil {
+		s.deps.Log.Debug("queued event not published", "execution", ev.ExecutionID, "err", err)
+	}
 }
 
 func (s *Server) await(ctx context.Context, ex *persistence.Execution, done <-chan *events.Event, wait time.Duration) (*submitted, error) {

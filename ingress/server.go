@@ -159,7 +159,7 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 	if s.wfCache, err = newWorkflowCache(deps.Store, deps.Cache, deps.NC); err != nil {
 		return nil, err
 	}
-	if s.waiters, err = startWaiters(deps.NC); err != nil {
+	if s.waiters, err = startWaiters(deps.NC, s.publishQueued); err != nil {
 		return nil, err
 	}
 	if s.runSub, err = deps.NC.QueueSubscribe(events.SubjectRun, "weft-ingress", s.serveRunAsync); err != nil {
