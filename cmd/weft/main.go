@@ -85,7 +85,7 @@ func commonFlags(cmd *cobra.Command, c *Config) {
 	f.IntVar(&c.StreamReplicas, "stream-replicas", envInt("WEFT_STREAM_REPLICAS", 1), "replicas of every JetStream stream: 3 on a production cluster (WEFT_STREAM_REPLICAS)")
 	f.DurationVar(&c.NodeTimeout, "node-timeout", envDuration("WEFT_NODE_TIMEOUT", 30*time.Second), "timeout of a node that sets none; a task is redelivered after twice this without a heartbeat (WEFT_NODE_TIMEOUT)")
 	f.Int64Var(&c.EventsMaxMsgs, "events-max-msgs", int64(envInt("WEFT_EVENTS_MAX_MSGS", 0)), "events kept in WEFT_EVENTS (the dashboard's rebuild source); each costs the NATS server about 300 bytes of memory; 0: 100,000 in dev, 1,000,000 otherwise (WEFT_EVENTS_MAX_MSGS)")
-	f.Int64Var(&c.EventsMaxBytes, "events-max-bytes", int64(envInt("WEFT_EVENTS_MAX_BYTES", 0)), "bytes of event history kept in WEFT_EVENTS (the dashboard's rebuild source); 0: 256 MiB in dev, 1 GiB otherwise (WEFT_EVENTS_MAX_BYTES)")
+	f.Int64Var(&c.EventsMaxBytes, "events-max-bytes", int64(envInt("WEFT_EVENTS_MAX_BYTES", 0)), "bytes of event history kept in WEFT_EVENTS (the dashboard's rebuild source); 0: 30 MiB in dev, 1 GiB otherwise (WEFT_EVENTS_MAX_BYTES)")
 	f.StringSliceVar(&c.Types, "types", splitList(env("WEFT_TYPES", "")), "node types to run tasks for, e.g. http_request,ai_processor; empty: all (WEFT_TYPES)")
 	c.JWTSecret = os.Getenv("WEFT_JWT_SECRET")
 }
