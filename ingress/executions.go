@@ -14,6 +14,7 @@ import (
 	json "github.com/goccy/go-json"
 	"github.com/gofiber/fiber/v2"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/weftdev/weft/events"
 	"github.com/weftdev/weft/persistence"
@@ -327,18 +328,46 @@ func (s *Server) submitAndWait(ctx context.Context, ex *persistence.Execution, d
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	s.waiters.queueLater(ex, time.Now())
-	if _, err := s.deps.JS.PublishMsg(ctx, s.submission(ex)); err != nil {
+	// Published without waiting for its PubAck first: the end cannot come
+	// before it, and a refusal still comes in time to record the
+	// execution for the reconciler.
+	unpublished := func(err error) error {
 		if _, _, cerr := s.deps.Store.CreateExecution(ctx, ex); cerr != nil {
-			return nil, cerr
+			return cerr
 		}
 		s.deps.Log.Warn("submission recorded but not published; the reconciler will", "execution", ex.ID, "err", err)
+		return nil
 	}
-	select {
-	case ev := <-done:
-		return s.ended(ctx, ex, ev), nil
-	case <-t.C:
-	case <-ctx.Done():
-	case <-s.done:
+	var (
+		acked   <-chan *jetstream.PubAck
+		refused <-chan error
+	)
+	if ack, err := s.deps.JS.PublishMsgAsync(s.submission(ex)); err != nil {
+		if err := unpublished(err); err != nil {
+			return nil, err
+		}
+	} else {
+		acked, refused = ack.Ok(), ack.Err()
+	}
+wait:
+	for {
+		select {
+		case ev := <-done:
+			return s.ended(ctx, ex, ev), nil
+		case <-acked:
+			acked, refused = nil, nil
+		case err := <-refused:
+			acked, refused = nil, nil
+			if err := unpublished(err); err != nil {
+				return nil, err
+			}
+		case <-t.C:
+			break wait
+		case <-ctx.Done():
+			break wait
+		case <-s.done:
+			break wait
+		}
 	}
 	// Detached: a caller that left still gets its execution recorded.
 	if _, _, err := s.deps.Store.CreateExecution(context.WithoutCancel(ctx), ex); err != nil {
