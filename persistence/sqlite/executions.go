@@ -669,21 +669,33 @@ type endedNode struct {
 	Error      *persistence.NodeError `json:"error,omitempty"`
 }
 
-// encodeEndedNodes is the nodes column of an execution recorded as it ends.
+// encodeEndedNodes is the nodes column of an execution recorded as it
+// ends: an object by node id, written node by node into one buffer rather
+// than through a map made for the purpose.
 func encodeEndedNodes(nodes map[string]*persistence.NodeState) (string, error) {
-	out := make(map[string]endedNode, len(nodes))
+	var b strings.Builder
+	enc := gojson.NewEncoder(&b)
+	b.WriteByte('{')
+	first := true
 	for id, n := range nodes {
 		if err := persistence.ValidNode(id, n); err != nil {
 			return "", err
 		}
-		out[id] = endedNode{Type: n.Type, Status: n.Status, Attempts: n.Attempts,
-			StartedAt: millisOf(n.StartedAt), FinishedAt: millisOf(n.FinishedAt), Output: n.Output, Error: n.Error}
+		if !first {
+			b.WriteByte(',')
+		}
+		first = false
+		if err := enc.Encode(id); err != nil {
+			return "", events.Errorf(events.CodeInvalid, "node id: %v", err)
+		}
+		b.WriteByte(':')
+		if err := enc.Encode(endedNode{Type: n.Type, Status: n.Status, Attempts: n.Attempts,
+			StartedAt: millisOf(n.StartedAt), FinishedAt: millisOf(n.FinishedAt), Output: n.Output, Error: n.Error}); err != nil {
+			return "", events.Errorf(events.CodeInvalid, "node states: %v", err)
+		}
 	}
-	b, err := gojson.Marshal(out)
-	if err != nil {
-		return "", events.Errorf(events.CodeInvalid, "node states: %v", err)
-	}
-	return string(b), nil
+	b.WriteByte('}')
+	return b.String(), nil
 }
 
 // decodeEndedNodes adds the nodes of an ended execution's row to into.
