@@ -99,7 +99,7 @@ func (s *step) scope(n *flow.CompiledNode) (flow.Scope, error) {
 			sc.Nodes[ref] = flow.NodeResult{Output: out, Status: s.status(ref)}
 		}
 	}
-	return sc, nil
+	return sc.Prepared(), nil
 }
 
 func (s *step) output(id string) (any, error) {

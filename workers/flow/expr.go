@@ -24,6 +24,15 @@ type Scope struct {
 	Input     map[string]any
 	Nodes     map[string]NodeResult
 	Execution ExecutionInfo
+	vars      map[string]any // the environment, when made once by Prepared
+}
+
+// Prepared returns s with its environment made once, for a scope that
+// evaluates several expressions: each would otherwise make its own.
+func (s Scope) Prepared() Scope {
+	s.vars = nil
+	s.vars = s.env()
+	return s
 }
 
 // NodeResult is an upstream node as seen by expressions: nodes.<id>.output and nodes.<id>.status.
@@ -40,6 +49,9 @@ type ExecutionInfo struct {
 
 // env returns the expr environment of s; its shape must match envShape.
 func (s Scope) env() map[string]any {
+	if s.vars != nil {
+		return s.vars
+	}
 	return map[string]any{"input": s.Input, "nodes": s.Nodes, "execution": s.Execution}
 }
 
