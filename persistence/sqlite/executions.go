@@ -473,14 +473,29 @@ func (s *Store) ApplyExecution(ctx context.Context, u persistence.ExecutionUpdat
 	var res persistence.ApplyResult
 	err = s.do(ctx, func(t *wtx) error {
 		res = persistence.ApplyResult{}
+		if ended != "" {
+			// An execution recorded as it ends is mostly not stored yet
+			// (a waited-for one is recorded by its starter alone): the
+			// insert is tried first, and the look made only if it meets
+			// the record.
+			if inserted, err := applyNew(t, create, start, finish, nodes, ended, logs, &res); err != nil || inserted {
+				return s.reloadAfter(t, u, &res, err)
+			}
+		}
 		var status string
 		err := t.queryRow(`SELECT status FROM executions WHERE id = ?`, u.ID).Scan(&status)
 		switch {
 		case errors.Is(err, sql.ErrNoRows) && create != nil:
-			// Looked for first, as an insert that meets the record costs
-			// more than the look.
-			if err := applyNew(t, create, start, finish, nodes, ended, logs, &res); err != nil {
+			// Looked for first otherwise, as an insert that meets the
+			// record costs more than the look.
+			inserted, err := applyNew(t, create, start, finish, nodes, ended, logs, &res)
+			if err != nil {
 				return err
+			}
+			if !inserted {
+				// Not the id, looked for just before in this transaction:
+				// the user's idempotency key, taken by another execution.
+				return events.Errorf(events.CodeConflict, "the idempotency key is taken by another execution")
 			}
 		case err != nil:
 			return notFound(err, "execution")
@@ -496,14 +511,7 @@ func (s *Store) ApplyExecution(ctx context.Context, u persistence.ExecutionUpdat
 				return err
 			}
 		}
-		if u.Reload {
-			e, err := loadExecution(t, `WHERE e.id = ?`, u.ID)
-			if err != nil {
-				return err
-			}
-			res.Execution = e
-		}
-		return nil
+		return s.reloadAfter(t, u, &res, nil)
 	})
 	if err != nil {
 		return persistence.ApplyResult{}, err
@@ -542,6 +550,20 @@ func applyOpen(t *wtx, status string, start, finish []any, nodes, logs [][]any, 
 	return nil
 }
 
+// reloadAfter ends an update that did not fail (err nil): it reads the
+// execution back when the update asked for it.
+func (s *Store) reloadAfter(t *wtx, u persistence.ExecutionUpdate, res *persistence.ApplyResult, err error) error {
+	if err != nil || !u.Reload {
+		return err
+	}
+	e, err := loadExecution(t, `WHERE e.id = ?`, u.ID)
+	if err != nil {
+		return err
+	}
+	res.Execution = e
+	return nil
+}
+
 // applyNew records an execution that is not stored yet as the update
 // leaves it: one insert of the row in its final state, rather than an
 // insert as queued and an update, which would also add it to and remove it
@@ -549,7 +571,10 @@ func applyOpen(t *wtx, status string, start, finish []any, nodes, logs [][]any, 
 //
 // An execution that ends here keeps its nodes in its own row (ended, their
 // JSON): it will not change again.
-func applyNew(t *wtx, create, start, finish []any, nodes [][]any, ended string, logs [][]any, res *persistence.ApplyResult) error {
+//
+// It reports false, having written nothing, if a row with the execution's
+// id or its user's idempotency key is there.
+func applyNew(t *wtx, create, start, finish []any, nodes [][]any, ended string, logs [][]any, res *persistence.ApplyResult) (bool, error) {
 	row := slices.Clone(create)
 	stmt := insertExecution
 	switch {
@@ -560,26 +585,31 @@ func applyNew(t *wtx, create, start, finish []any, nodes [][]any, ended string, 
 			row[10] = finish[4]
 		}
 		row, stmt, nodes = append(row, ended), insertEnded, nil
-		res.Finished = true
 	case start != nil:
 		row[4], row[10] = persistence.StatusRunning, start[0]
 	}
 	r, err := t.exec(stmt, row...)
 	if err != nil {
-		return internal(err)
+		return false, internal(err)
 	}
-	if n, err := r.RowsAffected(); err != nil {
-		return internal(err)
-	} else if n == 0 {
-		// Not the id, looked for just before in this transaction: the
-		// user's idempotency key, taken by another execution.
-		res.Finished = false
-		return events.Errorf(events.CodeConflict, "the idempotency key is taken by another execution")
+	if n, err := r.RowsAffected(); err != nil || n == 0 {
+		return false, internalOrNil(err)
 	}
 	if err := t.execRows(upsertNodesN, nodes); err != nil {
-		return err
+		return false, err
 	}
-	return t.execRows(insertLogsN, logs)
+	if err := t.execRows(insertLogsN, logs); err != nil {
+		return false, err
+	}
+	res.Finished = finish != nil
+	return true, nil
+}
+
+func internalOrNil(err error) error {
+	if err == nil {
+		return nil
+	}
+	return internal(err)
 }
 
 // executionArgs are insertExecution's arguments for a normalised execution.

@@ -371,6 +371,19 @@ func testExecutionsApply(t *testing.T, b *bundle) {
 	requireTime(t, finished, *nb.FinishedAt)
 	require.JSONEq(t, `{"partial":[1,2]}`, string(nb.Output))
 	require.Equal(t, &persistence.NodeError{Code: "expression_failed", Message: "no"}, nb.Error)
+	// Recorded by the ingress first, then created, run and ended by one
+	// update: applied to the record as stored.
+	early := newExecution(b.ann, "01JWF", "")
+	b.execution(t, early)
+	late := *early
+	late.Inputs = json.RawMessage(`{"n":3}`)
+	res = b.apply(t, persistence.ExecutionUpdate{ID: early.ID, Create: &late, Start: &started, Reload: true,
+		Nodes:  map[string]*persistence.NodeState{"a": {Type: "input", Status: persistence.StatusCompleted, Attempts: 1, Output: json.RawMessage(`{"x":1}`)}},
+		Finish: &persistence.Finish{Status: persistence.StatusCompleted, Output: json.RawMessage(`{"ok":1}`), At: finished}})
+	require.True(t, res.Finished)
+	require.Equal(t, persistence.StatusCompleted, res.Execution.Status)
+	require.JSONEq(t, string(early.Inputs), string(res.Execution.Inputs), "stored as first recorded")
+	require.JSONEq(t, `{"x":1}`, string(res.Execution.Nodes["a"].Output))
 	// Created and started, not finished: running.
 	runningOne := newExecution(b.ann, "01JWF", "")
 	res = b.apply(t, persistence.ExecutionUpdate{ID: runningOne.ID, Create: runningOne, Start: &started, Reload: true})
