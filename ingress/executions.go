@@ -88,12 +88,18 @@ func (w *waiters) deliver(msg *nats.Msg) {
 	if len(chans) == 0 {
 		return
 	}
-	var ev events.Event
-	if err := json.Unmarshal(msg.Data, &ev); err != nil {
+	// Only what a waiter reads: the rest of the event is skipped.
+	var end struct {
+		Kind      string          `json:"kind"`
+		Error     *events.Error   `json:"error"`
+		Execution json.RawMessage `json:"execution"`
+	}
+	if err := json.Unmarshal(msg.Data, &end); err != nil {
 		return
 	}
+	ev := &events.Event{ExecutionID: id, Kind: end.Kind, Error: end.Error, Execution: end.Execution}
 	for _, c := range chans {
-		c <- &ev
+		c <- ev
 	}
 }
 
