@@ -3,7 +3,6 @@ package ingress
 import (
 	"context"
 	"log/slog"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -37,11 +36,7 @@ func (c *keyCountingStore) APIKeyByHash(ctx context.Context, hash string) (*pers
 func TestAuthLocalLayer(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "weft.db"))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = db.Close() })
-	store := &keyCountingStore{Store: db}
-	require.NoError(t, db.CreateUser(ctx, &persistence.User{ID: "01ann", Email: "ann@example.com", Name: "Ann", PasswordHash: "x", CreatedAt: time.Now()}))
+	store := &keyCountingStore{Store: storeWithAnn(t)}
 	natsURL := natstest.Start(t)
 	rdb, err := redis.Connect(ctx, redisURL(t))
 	require.NoError(t, err)

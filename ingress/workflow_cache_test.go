@@ -46,14 +46,21 @@ func redisURL(t *testing.T) string {
 	return e.URL()
 }
 
-func TestWorkflowCacheLayers(t *testing.T) {
-	t.Parallel()
+// storeWithAnn is an embedded store holding one user, 01ann.
+func storeWithAnn(t *testing.T) *sqlite.Store {
 	ctx := context.Background()
 	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "weft.db"))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
-	store := &countingStore{Store: db}
 	require.NoError(t, db.CreateUser(ctx, &persistence.User{ID: "01ann", Email: "ann@example.com", Name: "Ann", PasswordHash: "x", CreatedAt: time.Now()}))
+	return db
+}
+
+func TestWorkflowCacheLayers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := storeWithAnn(t)
+	store := &countingStore{Store: db}
 	w := &persistence.Workflow{ID: "01wf" + newID(), UserID: "01ann", Name: "v1", Definition: []byte(`{"nodes":[]}`), CreatedAt: time.Now(), UpdatedAt: time.Now()}
 	require.NoError(t, db.CreateWorkflow(ctx, w))
 
