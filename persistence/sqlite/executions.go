@@ -155,7 +155,7 @@ func (s *Store) CreateExecution(ctx context.Context, e *persistence.Execution) (
 		stored  *persistence.Execution
 		created bool
 	)
-	err = s.do(ctx, func(t *wtx) error {
+	err = s.doOptimistic(ctx, func(t *wtx) error {
 		stored, created = nil, false
 		res, err := t.exec(insertExecution, args...)
 		if err != nil {
@@ -471,7 +471,7 @@ func (s *Store) ApplyExecution(ctx context.Context, u persistence.ExecutionUpdat
 	}
 
 	var res persistence.ApplyResult
-	err = s.do(ctx, func(t *wtx) error {
+	err = s.doOptimistic(ctx, func(t *wtx) error {
 		res = persistence.ApplyResult{}
 		if ended != "" {
 			// An execution recorded as it ends is mostly not stored yet

@@ -1,10 +1,12 @@
 package sqlite_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -82,6 +84,49 @@ func TestGroupCommitIsolation(t *testing.T) {
 		}
 		require.NoError(t, err, "%d", i)
 		require.NoError(t, lookup, "%d", i)
+	}
+}
+
+// TestOptimisticWritesIsolation: the engine's execution writes run in
+// their batches without savepoints; one that fails (here, an update of an
+// execution never recorded) fails alone, and the others in its batch are
+// all written.
+func TestOptimisticWritesIsolation(t *testing.T) {
+	t.Parallel()
+	s := open(t)
+	ctx := t.Context()
+	const n = 200
+	now := time.Now()
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			id := fmt.Sprintf("01JE%04d", i)
+			u := persistence.ExecutionUpdate{ID: id, Start: &now,
+				Nodes:  map[string]*persistence.NodeState{"a": {Type: "input", Status: persistence.StatusCompleted, Attempts: 1}},
+				Finish: &persistence.Finish{Status: persistence.StatusCompleted, Output: json.RawMessage(`{"i":1}`), At: now}}
+			if i%3 != 0 {
+				u.Create = &persistence.Execution{ID: id, UserID: "01JUSER", WorkflowID: "01JWF", WorkflowVersion: 1,
+					Status: persistence.StatusQueued, Inputs: json.RawMessage(`{}`), CreatedAt: now}
+			}
+			_, errs[i] = s.ApplyExecution(ctx, u)
+		})
+	}
+	wg.Wait()
+	batches, writes := sqlite.BatchStats(s)
+	require.Less(t, batches, writes, "some writes shared a commit")
+	require.Positive(t, sqlite.RetriedBatches(s), "a failure rolled back a batch")
+	for i, err := range errs {
+		got, lookup := s.LoadExecution(ctx, fmt.Sprintf("01JE%04d", i))
+		if i%3 == 0 {
+			require.True(t, events.IsNotFound(err), "%d: %v", i, err)
+			require.True(t, events.IsNotFound(lookup), "%d: %v", i, lookup)
+			continue
+		}
+		require.NoError(t, err, "%d", i)
+		require.NoError(t, lookup, "%d", i)
+		require.Equal(t, persistence.StatusCompleted, got.Status)
+		require.Len(t, got.Nodes, 1)
 	}
 }
 
