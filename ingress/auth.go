@@ -71,7 +71,10 @@ type Auth struct {
 	local       *lru.Cache[string, localPrincipal]
 	revocations atomic.Uint64
 	nc          *nats.Conn
-	listenOnce  sync.Once
+	// written is when this process last wrote each credential to Redis,
+	// for rewriteWindow.
+	mu      sync.Mutex
+	written map[string]time.Time
 	// dummyHash is compared against when an email is unknown, so a login
 	// takes as long whether or not the account exists.
 	dummyHash []byte
@@ -98,7 +101,7 @@ func NewAuth(cfg AuthConfig, store persistence.Store, cache *redis.Cache, log *s
 	if now == nil {
 		now = time.Now
 	}
-	return &Auth{cfg: cfg, store: store, cache: cache, log: log, now: now, dummyHash: dummy}, nil
+	return &Auth{cfg: cfg, store: store, cache: cache, log: log, now: now, dummyHash: dummy, written: map[string]time.Time{}}, nil
 }
 
 // subjectAuthRevoked tells every process that a credential was revoked
@@ -138,9 +141,25 @@ func (a *Auth) Listen(nc *nats.Conn) (stop func(), err error) {
 }
 
 // heard drops a revoked credential from this process.
+//
+// A process that wrote the credential to Redis shortly before deletes it
+// there again: its write may have come after the revoker's delete.
 func (a *Auth) heard(key string) {
 	a.revocations.Add(1)
 	a.local.Remove(key)
+	a.mu.Lock()
+	at, wrote := a.written[key]
+	for k, t := range a.written {
+		if time.Since(t) > rewriteWindow {
+			delete(a.written, k)
+		}
+	}
+	a.mu.Unlock()
+	if wrote && time.Since(at) < rewriteWindow && a.cache != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = a.cache.Del(ctx, key)
+	}
 }
 
 // Tokens is what register, login and refresh answer.
@@ -407,8 +426,14 @@ func (a *Auth) lookup(ctx context.Context, key string, p *Principal) bool {
 // keepLocal keeps a principal read at now in process, unless a revocation
 // was heard since heard was loaded.
 func (a *Auth) keepLocal(key string, p *Principal, now time.Time, heard uint64) {
-	if a.local != nil && a.revocations.Load() == heard {
-		a.local.Add(key, localPrincipal{p: *p, at: now})
+	if a.local == nil || a.revocations.Load() != heard {
+		return
+	}
+	a.local.Add(key, localPrincipal{p: *p, at: now})
+	// A revocation heard between the check and the Add would have
+	// removed nothing: look again, now that the copy is in place.
+	if a.revocations.Load() != heard {
+		a.local.Remove(key)
 	}
 }
 
@@ -422,24 +447,41 @@ func (a *Auth) remember(ctx context.Context, key string, p *Principal, ttl time.
 	}
 	if err := a.cache.Set(ctx, key, p, ttl); err != nil {
 		a.log.Warn("cache write failed", "err", err)
+		return
 	}
+	// The write may have landed after a revoker's delete: if this process
+	// hears of that revocation soon, it deletes the key again (see heard).
+	a.mu.Lock()
+	a.written[key] = time.Now()
+	if len(a.written) > 1024 {
+		for k, t := range a.written {
+			if time.Since(t) > rewriteWindow {
+				delete(a.written, k)
+			}
+		}
+	}
+	a.mu.Unlock()
 }
 
 // forget drops a revoked credential from every layer of every process.
+//
+// Redis first: a process that hears of the revocation and looks again
+// must not find the credential there. Then this process's own copy, then
+// the others'.
 func (a *Auth) forget(ctx context.Context, key string) {
-	if a.local != nil {
-		a.heard(key)
-		if err := a.nc.Publish(subjectAuthRevoked, []byte(key)); err == nil {
-			_ = a.nc.Flush()
-		} else {
-			a.log.Error("revocation not announced; other processes may accept the credential for a little longer", "err", err, "within", localAuthTTL)
+	if a.cache != nil {
+		if err := a.cache.Del(ctx, key); err != nil {
+			a.log.Error("cache delete failed; a revoked credential may be served from Redis until its TTL", "err", err)
 		}
 	}
-	if a.cache == nil {
+	if a.local == nil {
 		return
 	}
-	if err := a.cache.Del(ctx, key); err != nil {
-		a.log.Error("cache delete failed; a revoked credential may be served from Redis until its TTL", "err", err)
+	a.heard(key)
+	if err := a.nc.Publish(subjectAuthRevoked, []byte(key)); err == nil {
+		_ = a.nc.Flush()
+	} else {
+		a.log.Error("revocation not announced; other processes may accept the credential for a little longer", "err", err, "within", localAuthTTL)
 	}
 }
 

@@ -78,13 +78,34 @@ func TestAuthLocalLayer(t *testing.T) {
 	_, err = b.Authenticate(ctx, secret)
 	require.NoError(t, err)
 
-	// Revoked through the other process: refused here as soon as the word
-	// arrives, although this process and Redis had it.
+	// Revoked through the other process while this one is busy with the
+	// key: refused here as soon as the word arrives, although this process
+	// and Redis had it; it does not take the key back from Redis.
+	stop, busy := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(busy)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				_, _ = b.Authenticate(ctx, secret)
+			}
+		}
+	}()
+	time.Sleep(20 * time.Millisecond)
 	require.NoError(t, a.DeleteAPIKey(ctx, "01ann", k.ID))
+	revoked := time.Now()
 	require.Eventually(t, func() bool {
 		_, err := b.Authenticate(ctx, secret)
 		return events.ErrorCode(err) == events.CodeUnauthorized
 	}, time.Second, time.Millisecond)
+	require.Less(t, time.Since(revoked), 200*time.Millisecond)
+	time.Sleep(50 * time.Millisecond)
+	_, err = b.Authenticate(ctx, secret)
+	require.Equal(t, events.CodeUnauthorized, events.ErrorCode(err), "still refused: %v", err)
+	close(stop)
+	<-busy
 
 	// A check that read a credential while a revocation was heard keeps
 	// nothing, in process or in Redis.
