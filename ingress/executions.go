@@ -118,6 +118,14 @@ func (w *waiters) queueLater(ex *persistence.Execution, now time.Time) {
 	w.mu.Unlock()
 }
 
+// forgetQueued drops an execution that will not run (its submission
+// failed) from those to announce.
+func (w *waiters) forgetQueued(id string) {
+	w.mu.Lock()
+	delete(w.openIDs, id)
+	w.mu.Unlock()
+}
+
 // announce publishes the queued events that fall due, ten times a second.
 func (w *waiters) announce() {
 	defer close(w.done)
@@ -305,6 +313,7 @@ func (s *Server) recordAndSubmit(ctx context.Context, ex *persistence.Execution)
 	}
 	switch {
 	case cerr != nil && perr != nil:
+		s.waiters.forgetQueued(ex.ID) // there is nothing to announce
 		return nil, cerr
 	case cerr != nil:
 		s.deps.Log.Warn("submission published but not recorded here; its starter records it", "execution", ex.ID, "err", cerr)
@@ -339,6 +348,7 @@ func (s *Server) submitAndWait(ctx context.Context, ex *persistence.Execution, d
 	// execution for the reconciler.
 	unpublished := func(err error) error {
 		if _, _, cerr := s.deps.Store.CreateExecution(ctx, ex); cerr != nil {
+			s.waiters.forgetQueued(ex.ID) // neither published nor recorded
 			return cerr
 		}
 		s.deps.Log.Warn("submission recorded but not published; the reconciler will", "execution", ex.ID, "err", err)
@@ -377,6 +387,23 @@ wait:
 	}
 	// Detached: a caller that left still gets its execution recorded.
 	if _, _, err := s.deps.Store.CreateExecution(context.WithoutCancel(ctx), ex); err != nil {
+		// Not recorded: the 202 may go out only once the submission is
+		// known to be durable.
+		if acked != nil {
+			select {
+			case <-acked:
+			case perr := <-refused:
+				err = errors.Join(err, perr)
+				acked = nil
+			case <-time.After(5 * time.Second):
+				err = errors.Join(err, errors.New("no acknowledgement from JetStream in 5 s"))
+				acked = nil
+			}
+			if acked == nil {
+				s.waiters.forgetQueued(ex.ID)
+				return nil, err
+			}
+		}
 		s.deps.Log.Warn("submission published but not recorded here; its starter records it", "execution", ex.ID, "err", err)
 	}
 	return &submitted{ex: ex}, nil
