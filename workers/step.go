@@ -530,7 +530,22 @@ func awaitAcks(ctx context.Context, futures []jetstream.PubAckFuture) error {
 // The end carries every resolved node: the worker that died may have
 // recorded them without announcing them, and the projector counts each
 // node of an execution once however often it is reported.
+//
+// An execution that ended before the oldest event the stream still holds
+// is not announced again: its first end, if it went out, is gone from
+// the stream, which could then not refuse a second one, and the projector
+// keeps an ended execution's phase for seconds only; it would count the
+// execution twice. Its counters stay as a rebuild from the stream would
+// make them.
 func (e *Engine) republishEnd(ctx context.Context, ex *persistence.Execution, g *flow.Graph) error {
+	if ex.FinishedAt != nil {
+		if st, err := e.js.Stream(ctx, events.StreamEvents); err == nil {
+			if info, err := st.Info(ctx); err == nil && info.State.FirstTime.After(*ex.FinishedAt) {
+				e.log.Debug("end not announced again: older than the event history", "execution", ex.ID)
+				return nil
+			}
+		}
+	}
 	s := newStep(e, ex, g)
 	var changed []events.NodeEvent
 	for _, id := range g.Order {

@@ -1,0 +1,61 @@
+package workers
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/weftdev/weft/events"
+	"github.com/weftdev/weft/events/natstest"
+	"github.com/weftdev/weft/persistence"
+	"github.com/weftdev/weft/persistence/sqlite"
+	"github.com/weftdev/weft/workers/flow"
+)
+
+// TestEndOlderThanTheHistoryIsNotRepublished: a redelivery may announce
+// an execution's end again, unless the execution ended before the oldest
+// event the stream holds; the stream could then not refuse a second end,
+// and the projector would count the execution twice.
+func TestEndOlderThanTheHistoryIsNotRepublished(t *testing.T) {
+	ctx := context.Background()
+	nc, err := nats.Connect(natstest.Start(t))
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	require.NoError(t, EnsureStreams(ctx, js, events.Settings{}))
+	store, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "weft.db"))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = store.Close() })
+	e, err := New(Config{}, nc, js, store, nil)
+	require.NoError(t, err)
+	ends := make(chan string, 8)
+	sub, err := nc.Subscribe(events.EventKindFilter(events.KindCompleted), func(m *nats.Msg) { ends <- m.Subject })
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+
+	// The history starts now.
+	_, err = js.Publish(ctx, events.EventSubject("first", events.KindStarted), []byte(`{"executionId":"first","kind":"started"}`))
+	require.NoError(t, err)
+	time.Sleep(10 * time.Millisecond)
+	g := &flow.Graph{Order: []string{"in"}}
+	ended := func(id string, at time.Time) *persistence.Execution {
+		return &persistence.Execution{ID: id, UserID: "u", WorkflowID: "w", WorkflowVersion: 1, Status: persistence.StatusCompleted,
+			Inputs: json.RawMessage(`{}`), CreatedAt: at, StartedAt: &at, FinishedAt: &at,
+			Nodes: map[string]*persistence.NodeState{"in": {Type: "INPUT", Status: persistence.StatusCompleted, Attempts: 1}}}
+	}
+	require.NoError(t, e.republishEnd(ctx, ended("old", time.Now().Add(-time.Hour)), g))
+	require.NoError(t, e.republishEnd(ctx, ended("recent", time.Now()), g))
+	require.Equal(t, events.EventSubject("recent", events.KindCompleted), <-ends)
+	select {
+	case s := <-ends:
+		t.Fatalf("announced again: %s", s)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
