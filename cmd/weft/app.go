@@ -487,7 +487,7 @@ func (m *Main) startIngress(ctx context.Context) error {
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
-		if err := api.Serve(ln); err != nil {
+		if err := api.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
 			m.Log.Error("http server stopped", "err", err)
 		}
 	}()
@@ -495,6 +495,10 @@ func (m *Main) startIngress(ctx context.Context) error {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = api.Shutdown(sctx)
+		// fasthttp closes only the listeners its Serve has registered: a
+		// Close that comes before Serve got that far would leave it
+		// accepting forever.
+		_ = ln.Close()
 		<-served
 	})
 	m.api, m.APIURL = api, "http://"+ln.Addr().String()
