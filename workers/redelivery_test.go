@@ -173,8 +173,18 @@ func (b *bundle) submitRecorded(t *testing.T, workflowID, id, inputs string) {
 }
 
 // history counts an execution's terminal events by kind, and the events
-// that report node completed.
+// that report node completed, once its end is in the stream: the store
+// records it just before it is published.
 func (b *bundle) history(t *testing.T, id, node string) (ends map[string]int, nodeCompleted int) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		ends, nodeCompleted = b.readHistory(t, id, node)
+		return len(ends) > 0
+	}, 5*time.Second, 10*time.Millisecond, "no end in the stream")
+	return ends, nodeCompleted
+}
+
+func (b *bundle) readHistory(t *testing.T, id, node string) (ends map[string]int, nodeCompleted int) {
 	t.Helper()
 	ctx := context.Background()
 	cons, err := b.js.OrderedConsumer(ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.EventFilter(id)}})
