@@ -153,8 +153,11 @@ func TestWorkerKilledLosesNothing(t *testing.T) {
 	// Each execution was announced complete exactly once.
 	stream, err := js.Stream(ctx, events.StreamEvents)
 	require.NoError(t, err)
-	info, err := stream.Info(ctx, jetstream.WithSubjectFilter("weft.events.*.completed"))
-	require.NoError(t, err)
+	var info *jetstream.StreamInfo
+	require.Eventually(t, func() bool { // each end is published just after the store has it
+		info, err = stream.Info(ctx, jetstream.WithSubjectFilter("weft.events.*.completed"))
+		return err == nil && len(info.State.Subjects) == n
+	}, 5*time.Second, 20*time.Millisecond)
 	require.Len(t, info.State.Subjects, n)
 	for subject, count := range info.State.Subjects {
 		require.EqualValues(t, 1, count, subject)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -134,7 +135,12 @@ func (c *cluster) waitEnd(t *testing.T, id string) *persistence.Execution {
 // completed, and one transition of node to completed.
 func (c *cluster) requireOnce(t *testing.T, id, node string) {
 	t.Helper()
-	evs := executionEvents(t, c.js, id)
+	// The store records the end just before it is published.
+	var evs []events.Event
+	require.Eventually(t, func() bool {
+		evs = executionEvents(t, c.js, id)
+		return slices.ContainsFunc(evs, func(ev events.Event) bool { return persistence.Terminal(ev.Kind) })
+	}, 5*time.Second, 10*time.Millisecond, "no end in the stream")
 	ends, recorded := 0, 0
 	for _, ev := range evs {
 		switch ev.Kind {
