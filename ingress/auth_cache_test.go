@@ -100,7 +100,7 @@ func TestAuthLocalLayer(t *testing.T) {
 		_, err := b.Authenticate(ctx, secret)
 		return events.ErrorCode(err) == events.CodeUnauthorized
 	}, time.Second, time.Millisecond)
-	require.Less(t, time.Since(revoked), 200*time.Millisecond)
+	require.Less(t, time.Since(revoked), time.Second, "well within the 2 s a process keeps its own copy")
 	time.Sleep(50 * time.Millisecond)
 	_, err = b.Authenticate(ctx, secret)
 	require.Equal(t, events.CodeUnauthorized, events.ErrorCode(err), "still refused: %v", err)

@@ -249,7 +249,7 @@ func TestRevokedKeyFailsAcrossProcesses(t *testing.T) {
 	start := time.Now()
 	require.Eventually(t, func() bool { return b.call(t, "GET", "/api/auth/me", key, nil).Status == 401 },
 		time.Second, time.Millisecond)
-	require.Less(t, time.Since(start), 500*time.Millisecond)
+	require.Less(t, time.Since(start), time.Second, "well within the 2 s a process keeps its own copy")
 	requireError(t, b.call(t, "GET", "/api/auth/me", key, nil), 401, "unauthorized", "-")
 }
 
