@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -120,11 +121,35 @@ func (e *Engine) spec(nodeType string) (nodes.Spec, bool) {
 // EnsureStreams creates or updates every stream.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, s events.Settings) error {
 	for _, sc := range events.Streams(s) {
+		// A stream already as declared is left alone: every process
+		// declares the streams as it starts, and an update racing another
+		// process's consumer creation trips a data race in nats-server
+		// (v2.15: the file store's config is read without its lock).
+		if st, err := js.Stream(ctx, sc.Name); err == nil && sameStream(sc, st.CachedInfo().Config) {
+			continue
+		}
 		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
 			return fmt.Errorf("stream %s: %w", sc.Name, err)
 		}
 	}
 	return nil
+}
+
+// sameStream reports whether have has every setting that events.Streams
+// gives want; the server fills the settings left unset (0 reads as -1,
+// "no limit", for the limits).
+func sameStream(want, have jetstream.StreamConfig) bool {
+	limit := func(v int64) int64 {
+		if v == 0 {
+			return -1
+		}
+		return v
+	}
+	return slices.Equal(want.Subjects, have.Subjects) && want.Retention == have.Retention &&
+		want.Storage == have.Storage && max(want.Replicas, 1) == max(have.Replicas, 1) &&
+		want.Duplicates == have.Duplicates && want.Discard == have.Discard && want.MaxAge == have.MaxAge &&
+		limit(int64(want.MaxMsgSize)) == limit(int64(have.MaxMsgSize)) &&
+		limit(want.MaxMsgs) == limit(have.MaxMsgs) && limit(want.MaxBytes) == limit(have.MaxBytes)
 }
 
 // Start declares the streams and starts the starter, the reconciler and a

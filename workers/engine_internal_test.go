@@ -59,3 +59,38 @@ func TestEndOlderThanTheHistoryIsNotRepublished(t *testing.T) {
 	case <-time.After(200 * time.Millisecond):
 	}
 }
+
+// TestEnsureStreamsLeavesDeclaredStreamsAlone: a process that starts
+// against streams already as declared does not update them (an update
+// racing another process's consumer creation trips a data race in the
+// server); a changed setting is applied.
+func TestEnsureStreamsLeavesDeclaredStreamsAlone(t *testing.T) {
+	ctx := context.Background()
+	nc, err := nats.Connect(natstest.Start(t))
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	updates := make(chan string, 16)
+	sub, err := nc.Subscribe("$JS.EVENT.ADVISORY.STREAM.UPDATED.*", func(m *nats.Msg) { updates <- m.Subject })
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, EnsureStreams(ctx, js, events.Settings{}))
+	require.NoError(t, EnsureStreams(ctx, js, events.Settings{}))
+	require.NoError(t, nc.Flush())
+	select {
+	case s := <-updates:
+		t.Fatalf("updated although as declared: %s", s)
+	case <-time.After(200 * time.Millisecond):
+	}
+	require.NoError(t, EnsureStreams(ctx, js, events.Settings{EventsMaxMsgs: 5000}))
+	select {
+	case s := <-updates:
+		require.Equal(t, "$JS.EVENT.ADVISORY.STREAM.UPDATED."+events.StreamEvents, s)
+	case <-time.After(5 * time.Second):
+		t.Fatal("a changed setting was not applied")
+	}
+	st, err := js.Stream(ctx, events.StreamEvents)
+	require.NoError(t, err)
+	require.EqualValues(t, 5000, st.CachedInfo().Config.MaxMsgs)
+}
