@@ -18,17 +18,23 @@ import (
 	"github.com/weftdev/weft/workers/flow"
 )
 
+// connect is a connection to a NATS server of the test's own.
+func connect(t *testing.T) (*nats.Conn, jetstream.JetStream) {
+	nc, err := nats.Connect(natstest.Start(t))
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	return nc, js
+}
+
 // TestEndOlderThanTheHistoryIsNotRepublished: a redelivery may announce
 // an execution's end again, unless the execution ended before the oldest
 // event the stream holds; the stream could then not refuse a second end,
 // and the projector would count the execution twice.
 func TestEndOlderThanTheHistoryIsNotRepublished(t *testing.T) {
 	ctx := context.Background()
-	nc, err := nats.Connect(natstest.Start(t))
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	nc, js := connect(t)
 	require.NoError(t, EnsureStreams(ctx, js, events.Settings{}))
 	store, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "weft.db"))
 	require.NoError(t, err)
@@ -66,11 +72,7 @@ func TestEndOlderThanTheHistoryIsNotRepublished(t *testing.T) {
 // server); a changed setting is applied.
 func TestEnsureStreamsLeavesDeclaredStreamsAlone(t *testing.T) {
 	ctx := context.Background()
-	nc, err := nats.Connect(natstest.Start(t))
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	nc, js := connect(t)
 	updates := make(chan string, 16)
 	sub, err := nc.Subscribe("$JS.EVENT.ADVISORY.STREAM.UPDATED.*", func(m *nats.Msg) { updates <- m.Subject })
 	require.NoError(t, err)
