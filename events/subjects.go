@@ -77,6 +77,18 @@ const subjectResults = "weft.results."
 // ResultSubject is where one execution's result is published.
 func ResultSubject(executionID string) string { return subjectResults + executionID }
 
+// WithExecution adds the execution's view to an encoded event, as its
+// "execution" member: the result. Spliced in rather than set on the event before
+// encoding: the encoder would parse and compact the whole view again, as
+// it does with every json.RawMessage, to check what was just encoded.
+func WithExecution(event, view []byte) []byte {
+	out := make([]byte, 0, len(event)+len(`,"execution":`)+len(view))
+	out = append(out, event[:len(event)-1]...) // without its closing brace
+	out = append(out, `,"execution":`...)
+	out = append(out, view...)
+	return append(out, '}')
+}
+
 // ResultFilter matches every execution's result.
 const ResultFilter = subjectResults + "*"
 

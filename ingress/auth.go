@@ -149,11 +149,7 @@ func (a *Auth) heard(key string) {
 	a.local.Remove(key)
 	a.mu.Lock()
 	at, wrote := a.written[key]
-	for k, t := range a.written {
-		if time.Since(t) > rewriteWindow {
-			delete(a.written, k)
-		}
-	}
+	a.pruneWritten()
 	a.mu.Unlock()
 	if wrote && time.Since(at) < rewriteWindow && a.cache != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -454,13 +450,19 @@ func (a *Auth) remember(ctx context.Context, key string, p *Principal, ttl time.
 	a.mu.Lock()
 	a.written[key] = time.Now()
 	if len(a.written) > 1024 {
-		for k, t := range a.written {
-			if time.Since(t) > rewriteWindow {
-				delete(a.written, k)
-			}
-		}
+		a.pruneWritten()
 	}
 	a.mu.Unlock()
+}
+
+// pruneWritten forgets the Redis writes older than rewriteWindow; a.mu is
+// held.
+func (a *Auth) pruneWritten() {
+	for k, t := range a.written {
+		if time.Since(t) > rewriteWindow {
+			delete(a.written, k)
+		}
+	}
 }
 
 // forget drops a revoked credential from every layer of every process.

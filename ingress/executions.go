@@ -660,11 +660,7 @@ func (s *Server) cancelExecution(c *fiber.Ctx) error {
 	data, _ := json.Marshal(ev)
 	// The result first, with the execution, for the requests waiting for
 	// it; then the event, stored without it.
-	result := ev
-	result.Execution = raw
-	if rdata, err := json.Marshal(result); err == nil {
-		_ = s.deps.NC.Publish(events.ResultSubject(ex.ID), rdata)
-	}
+	_ = s.deps.NC.Publish(events.ResultSubject(ex.ID), events.WithExecution(data, raw))
 	msg := nats.NewMsg(events.EventSubject(ex.ID, events.KindCancelled))
 	msg.Data = data
 	msg.Header.Set(events.HeaderMsgID, ex.ID+"."+events.KindCancelled)

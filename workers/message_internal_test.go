@@ -19,7 +19,7 @@ func TestWithExecution(t *testing.T) {
 	require.NoError(t, err)
 	view := []byte(`{"id":"x1","status":"completed","output":{"s":"}\"{"}}`)
 	var got events.Event
-	require.NoError(t, json.Unmarshal(withExecution(data, view), &got))
+	require.NoError(t, json.Unmarshal(events.WithExecution(data, view), &got))
 	require.JSONEq(t, string(view), string(got.Execution))
 	got.Execution = nil
 	require.Equal(t, ev, got)

@@ -448,7 +448,7 @@ func (s *step) publishEnd(publish func(subject, msgID string, v any) error, base
 	// to them: lost only with a subscriber's connection.
 	result := data
 	if len(view) <= maxEventExecution {
-		result = withExecution(data, view)
+		result = events.WithExecution(data, view)
 	}
 	if err := s.e.js.Conn().Publish(events.ResultSubject(ex.ID), result); err != nil {
 		return err
@@ -466,18 +466,6 @@ func encodeMessage(v any) ([]byte, error) {
 		return b, nil
 	}
 	return json.Marshal(v)
-}
-
-// withExecution adds the execution's view to an encoded event, as its
-// "execution" member: the result. Spliced in rather than set on the event before
-// encoding: the encoder would parse and compact the whole view again, as
-// it does with every json.RawMessage, to check what was just encoded.
-func withExecution(event, view []byte) []byte {
-	out := make([]byte, 0, len(event)+len(`,"execution":`)+len(view))
-	out = append(out, event[:len(event)-1]...) // without its closing brace
-	out = append(out, `,"execution":`...)
-	out = append(out, view...)
-	return append(out, '}')
 }
 
 // maxEventExecution is the largest execution a terminal event carries.

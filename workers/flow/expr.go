@@ -30,8 +30,7 @@ type Scope struct {
 // Prepared returns s with its environment made once, for a scope that
 // evaluates several expressions: each would otherwise make its own.
 func (s Scope) Prepared() Scope {
-	s.vars = nil
-	s.vars = s.env()
+	s.vars = s.newEnv()
 	return s
 }
 
@@ -52,6 +51,10 @@ func (s Scope) env() map[string]any {
 	if s.vars != nil {
 		return s.vars
 	}
+	return s.newEnv()
+}
+
+func (s Scope) newEnv() map[string]any {
 	return map[string]any{"input": s.Input, "nodes": s.Nodes, "execution": s.Execution}
 }
 
