@@ -479,7 +479,7 @@ func (s *Store) ApplyExecution(ctx context.Context, u persistence.ExecutionUpdat
 			// insert is tried first, and the look made only if it meets
 			// the record.
 			if inserted, err := applyNew(t, create, start, finish, nodes, ended, logs, &res); err != nil || inserted {
-				return s.reloadAfter(t, u, &res, err)
+				return reloadAfter(t, u, &res, err)
 			}
 		}
 		var status string
@@ -511,7 +511,7 @@ func (s *Store) ApplyExecution(ctx context.Context, u persistence.ExecutionUpdat
 				return err
 			}
 		}
-		return s.reloadAfter(t, u, &res, nil)
+		return reloadAfter(t, u, &res, nil)
 	})
 	if err != nil {
 		return persistence.ApplyResult{}, err
@@ -552,7 +552,7 @@ func applyOpen(t *wtx, status string, start, finish []any, nodes, logs [][]any, 
 
 // reloadAfter ends an update that did not fail (err nil): it reads the
 // execution back when the update asked for it.
-func (s *Store) reloadAfter(t *wtx, u persistence.ExecutionUpdate, res *persistence.ApplyResult, err error) error {
+func reloadAfter(t *wtx, u persistence.ExecutionUpdate, res *persistence.ApplyResult, err error) error {
 	if err != nil || !u.Reload {
 		return err
 	}
@@ -592,8 +592,10 @@ func applyNew(t *wtx, create, start, finish []any, nodes [][]any, ended string, 
 	if err != nil {
 		return false, internal(err)
 	}
-	if n, err := r.RowsAffected(); err != nil || n == 0 {
-		return false, internalOrNil(err)
+	if n, err := r.RowsAffected(); err != nil {
+		return false, internal(err)
+	} else if n == 0 {
+		return false, nil
 	}
 	if err := t.execRows(upsertNodesN, nodes); err != nil {
 		return false, err
@@ -603,13 +605,6 @@ func applyNew(t *wtx, create, start, finish []any, nodes [][]any, ended string, 
 	}
 	res.Finished = finish != nil
 	return true, nil
-}
-
-func internalOrNil(err error) error {
-	if err == nil {
-		return nil
-	}
-	return internal(err)
 }
 
 // executionArgs are insertExecution's arguments for a normalised execution.
