@@ -302,14 +302,7 @@ func (s *Server) recordAndSubmit(ctx context.Context, ex *persistence.Execution)
 	ack, perr := s.deps.JS.PublishMsgAsync(s.submission(ex))
 	_, _, cerr := s.deps.Store.CreateExecution(ctx, ex)
 	if perr == nil {
-		select {
-		case <-ack.Ok():
-		case perr = <-ack.Err():
-		case <-ctx.Done():
-			perr = ctx.Err()
-		case <-time.After(5 * time.Second):
-			perr = errors.New("no acknowledgement from JetStream in 5 s")
-		}
+		perr = awaitPubAck(ctx, ack.Ok(), ack.Err())
 	}
 	switch {
 	case cerr != nil && perr != nil:
@@ -324,6 +317,21 @@ func (s *Server) recordAndSubmit(ctx context.Context, ex *persistence.Execution)
 	// recorded more already: a submission is answered 202, and a waiting
 	// caller gets the end from its event.
 	return ex, nil
+}
+
+// awaitPubAck waits up to 5 s for a submission's PubAck: nil once it is
+// stored, else why it is not known to be.
+func awaitPubAck(ctx context.Context, acked <-chan *jetstream.PubAck, refused <-chan error) error {
+	select {
+	case <-acked:
+		return nil
+	case err := <-refused:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(5 * time.Second):
+		return errors.New("no acknowledgement from JetStream in 5 s")
+	}
 }
 
 // submitAndWait submits a new execution and waits up to wait for its end,
@@ -390,18 +398,9 @@ wait:
 		// Not recorded: the 202 may go out only once the submission is
 		// known to be durable.
 		if acked != nil {
-			select {
-			case <-acked:
-			case perr := <-refused:
-				err = errors.Join(err, perr)
-				acked = nil
-			case <-time.After(5 * time.Second):
-				err = errors.Join(err, errors.New("no acknowledgement from JetStream in 5 s"))
-				acked = nil
-			}
-			if acked == nil {
+			if perr := awaitPubAck(context.WithoutCancel(ctx), acked, refused); perr != nil {
 				s.waiters.forgetQueued(ex.ID)
-				return nil, err
+				return nil, errors.Join(err, perr)
 			}
 		}
 		s.deps.Log.Warn("submission published but not recorded here; its starter records it", "execution", ex.ID, "err", err)
