@@ -25,6 +25,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/weftdev/weft/events"
+	natsembed "github.com/weftdev/weft/events/embedded"
 	"github.com/weftdev/weft/ingress"
 	"github.com/weftdev/weft/persistence"
 	mongostore "github.com/weftdev/weft/persistence/mongo"
@@ -206,6 +207,7 @@ func (m *Main) Close() {
 
 func (m *Main) startNATS(ctx context.Context) error {
 	url := m.Config.NATSURL
+	var embedded *natsserver.Server
 	opts := []nats.Option{nats.Name("weft"), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}
 	if url == "" {
 		port := m.Config.NATSPort
@@ -236,6 +238,7 @@ func (m *Main) startNATS(ctx context.Context) error {
 		// loopback socket: no system call per message. Others (the nats
 		// CLI, direct publishers) use the URL.
 		opts = append(opts, nats.InProcessServer(ns))
+		embedded = ns
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
@@ -248,6 +251,12 @@ func (m *Main) startNATS(ctx context.Context) error {
 	}
 	if err := workers.EnsureStreams(ctx, js, m.settings()); err != nil {
 		return err
+	}
+	if embedded != nil {
+		if _, err := natsembed.ShortenBlockCache(embedded, natsembed.BlockCacheExpiry); err != nil {
+			// Only memory is at stake: the server keeps its default.
+			m.Log.Warn("embedded nats: block cache expiry left at the default", "err", err)
+		}
 	}
 	m.nc, m.js, m.NATSURL = nc, js, url
 	return nil

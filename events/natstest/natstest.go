@@ -14,6 +14,12 @@ import (
 // Start runs a server for the test and returns its client URL.
 func Start(t testing.TB) string {
 	t.Helper()
+	return StartServer(t).ClientURL()
+}
+
+// StartServer runs a server for the test and returns it.
+func StartServer(t testing.TB) *natsserver.Server {
+	t.Helper()
 	ns, err := natsserver.NewServer(&natsserver.Options{
 		Host: "127.0.0.1", Port: natsserver.RANDOM_PORT, JetStream: true,
 		StoreDir: filepath.Join(t.TempDir(), "js"), NoLog: true, NoSigs: true,
@@ -27,5 +33,5 @@ func Start(t testing.TB) string {
 		t.Fatal("nats server did not start")
 	}
 	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	return ns.ClientURL()
+	return ns
 }

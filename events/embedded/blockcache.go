@@ -1,0 +1,157 @@
+// Package embedded tunes the NATS server that `weft dev` runs in its own
+// process.
+package embedded
+
+import (
+	"errors"
+	"reflect"
+	"sync"
+	"time"
+	"unsafe"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+)
+
+// BlockCacheExpiry is how long the embedded server keeps a block of a
+// file stream in memory after its last read or write. The server's own
+// value is 10 s and cannot be configured (nats-server issue #5740): a
+// stream written at some megabytes a second keeps ten seconds of its
+// writes in memory, which at `weft dev`'s full rate is about 28 MB of the
+// process's heap. At 1 s it is about 8 MB, with no change in throughput
+// measured: the engine's consumers read what was just written, and one
+// that falls behind reads the block again from the file (the OS keeps it
+// in its page cache).
+const BlockCacheExpiry = time.Second
+
+// ShortenBlockCache sets the block cache expiry of every file stream the
+// server holds in its global account, for the blocks it has and the ones
+// it will make. It reports how many streams it changed. The setting is
+// not part of the server's API, so it is made through reflection on the
+// server's unexported fields, each taken under the lock the server takes
+// to read it; if a release of the server renames one, it returns an
+// error and changes nothing further (TestShortenBlockCache then fails).
+func ShortenBlockCache(srv *natsserver.Server, expire time.Duration) (int, error) {
+	stores, err := fileStores(srv)
+	if err != nil {
+		return 0, err
+	}
+	for _, fs := range stores {
+		if err := setExpiry(fs, expire); err != nil {
+			return 0, err
+		}
+	}
+	return len(stores), nil
+}
+
+// fileStores are the file stores (server.fileStore values) of the streams
+// of the server's global account, by stream name.
+func fileStores(srv *natsserver.Server) (map[string]reflect.Value, error) {
+	acc := reflect.ValueOf(srv.GlobalAccount()).Elem()
+	accMu, err := mutex(acc)
+	if err != nil {
+		return nil, err
+	}
+	accMu.RLock()
+	jsaPtr, err := field(acc, "js", reflect.Pointer)
+	accMu.RUnlock()
+	if err != nil {
+		return nil, err
+	}
+	if jsaPtr.IsNil() {
+		return nil, errors.New("embedded nats: jetstream is not enabled")
+	}
+	jsa := jsaPtr.Elem()
+	jsaMu, err := mutex(jsa)
+	if err != nil {
+		return nil, err
+	}
+	streams := map[string]reflect.Value{}
+	jsaMu.RLock()
+	m, err := field(jsa, "streams", reflect.Map)
+	if err == nil {
+		for it := m.MapRange(); it.Next(); {
+			streams[it.Key().String()] = it.Value()
+		}
+	}
+	jsaMu.RUnlock()
+	if err != nil {
+		return nil, err
+	}
+	stores := map[string]reflect.Value{}
+	for name, s := range streams {
+		store := s.MethodByName("Store")
+		if !store.IsValid() {
+			return nil, errors.New("embedded nats: a stream has no Store method")
+		}
+		fs := store.Call(nil)[0].Elem()
+		if fs.Kind() == reflect.Pointer && fs.Type().Elem().Name() == "fileStore" {
+			stores[name] = fs.Elem()
+		} // else a memory stream
+	}
+	return stores, nil
+}
+
+// setExpiry sets the expiry of the file store fs for new blocks, under its
+// lock, and of each block it has, under the block's.
+func setExpiry(fs reflect.Value, expire time.Duration) error {
+	mu, err := mutex(fs)
+	if err != nil {
+		return err
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	cfg, err := field(fs, "fcfg", reflect.Struct)
+	if err != nil {
+		return err
+	}
+	fcfg, ok := cfg.Addr().Interface().(*natsserver.FileStoreConfig)
+	if !ok {
+		return errors.New("embedded nats: fileStore.fcfg is not a FileStoreConfig")
+	}
+	fcfg.CacheExpire = expire
+	blks, err := field(fs, "blks", reflect.Slice)
+	if err != nil {
+		return err
+	}
+	for i := range blks.Len() {
+		mb := blks.Index(i)
+		if mb.Kind() != reflect.Pointer || mb.IsNil() {
+			return errors.New("embedded nats: fileStore.blks holds no block pointers")
+		}
+		bmu, err := mutex(mb.Elem())
+		if err != nil {
+			return err
+		}
+		cexp, err := field(mb.Elem(), "cexp", reflect.Int64)
+		if err != nil || cexp.Type() != reflect.TypeFor[time.Duration]() {
+			return errors.New("embedded nats: msgBlock.cexp is not a duration")
+		}
+		bmu.Lock()
+		cexp.SetInt(int64(expire))
+		bmu.Unlock()
+	}
+	return nil
+}
+
+// field is the named field of the struct v, addressable and settable
+// although unexported, if it is of the kind given.
+func field(v reflect.Value, name string, kind reflect.Kind) (reflect.Value, error) {
+	f := v.FieldByName(name)
+	if !f.IsValid() || !f.CanAddr() || f.Kind() != kind {
+		return reflect.Value{}, errors.New("embedded nats: no field " + v.Type().Name() + "." + name + " of kind " + kind.String())
+	}
+	return reflect.NewAt(f.Type(), unsafe.Pointer(f.UnsafeAddr())).Elem(), nil
+}
+
+// mutex is the field mu of the struct v, a sync.RWMutex.
+func mutex(v reflect.Value) (*sync.RWMutex, error) {
+	f, err := field(v, "mu", reflect.Struct)
+	if err != nil {
+		return nil, err
+	}
+	mu, ok := f.Addr().Interface().(*sync.RWMutex)
+	if !ok {
+		return nil, errors.New("embedded nats: " + v.Type().Name() + ".mu is not a sync.RWMutex")
+	}
+	return mu, nil
+}
