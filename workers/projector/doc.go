@@ -34,8 +34,8 @@
 //
 // While an execution is open its phase has a key of its own, kept seven
 // days (Config.OpenTTL). Once it has ended, its phase only needs to
-// recognise a redelivery (the consumer's AckWait is 5 s) or an event that
-// two projectors applied out of order, for Config.DoneTTL (10 s); an
+// recognise a redelivery (the consumer's AckWait is 2 s) or an event that
+// two projectors applied out of order, for Config.DoneTTL (5 s); an
 // execution's end is stored once in the stream, so no republish comes
 // later. At thousands of executions a second, a key each would be tens of
 // thousands of keys with a TTL (which the embedded server visits on every
@@ -49,7 +49,7 @@
 // written again goes to the newest of the buckets it was found in, never
 // an older one. A bucket expires two widths after its end, a width after
 // the last batch reads it. So projectors' clocks must agree with each
-// other and with Redis's to well within a bucket (10 s): a projector whose
+// other and with Redis's to well within a bucket (5 s): a projector whose
 // clock is s ahead of another's finds the other's phases for DoneTTL − s
 // at least. All projectors on a prefix must have the same DoneTTL.
 //

@@ -76,7 +76,7 @@ func apply(t *testing.T, p *Projector, evs ...events.Event) {
 // at least DoneTTL after it was written, whatever bucket the clock is in.
 func TestEndedPhaseOutlivesItsBucket(t *testing.T) {
 	t.Parallel()
-	const width = 10 * time.Second // DoneTTL's default
+	const width = defaultDoneTTL
 	for _, later := range []time.Duration{width / 2, width + time.Second, 3 * width / 2, 2*width - time.Second} {
 		t.Run(later.String(), func(t *testing.T) {
 			t.Parallel()
@@ -120,7 +120,7 @@ func TestEndedPhaseOutlivesItsBucket(t *testing.T) {
 // phase there again rather than to an older bucket.
 func TestClocksAheadByLessThanABucket(t *testing.T) {
 	t.Parallel()
-	const width = 10 * time.Second
+	const width = defaultDoneTTL
 	b := setup(t)
 	behind := newClock(bucketStart(time.Now(), width).Add(width / 2))
 	ahead := newClock(behind.Now().Add(width * 6 / 10))

@@ -32,12 +32,12 @@ type Config struct {
 	// execution. Default 7 days.
 	OpenTTL time.Duration
 	// DoneTTL is how long, at least, an ended execution's phase is kept,
-	// to recognise redeliveries (the consumer's AckWait is 5 s) and events
+	// to recognise redeliveries (the consumer's AckWait is 2 s) and events
 	// that arrive after the end; in whole seconds. It is also the width of
 	// the buckets ended phases are kept in, so a phase is kept between
 	// once and twice DoneTTL, and every projector on a prefix must have
-	// the same. Default 10 s: at thousands of executions a second, every
-	// second of it is thousands of phases.
+	// the same. Default 5 s: at thousands of executions a second, every
+	// second of it is thousands of phases (about 200 bytes each in Redis).
 	DoneTTL time.Duration
 	// Linger is the longest a batch waits to fill before it is applied.
 	// Default 50 ms: a batch costs a few round trips whatever its size,
@@ -54,6 +54,10 @@ type Config struct {
 	Now func() time.Time
 }
 
+// defaultDoneTTL is Config.DoneTTL's default, above the consumer's
+// AckWait (events.ProjectorConsumer) with room for a batch's retries.
+const defaultDoneTTL = 5 * time.Second
+
 func (c Config) withDefaults() Config {
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
@@ -68,7 +72,7 @@ func (c Config) withDefaults() Config {
 		c.Linger = 50 * time.Millisecond
 	}
 	if c.DoneTTL <= 0 {
-		c.DoneTTL = 10 * time.Second
+		c.DoneTTL = defaultDoneTTL
 	}
 	if c.CheckEvery <= 0 {
 		c.CheckEvery = 2 * time.Second
