@@ -309,10 +309,20 @@ func TestDevMemoryLimit(t *testing.T) {
 	before := debug.SetMemoryLimit(-1)
 	t.Cleanup(func() { debug.SetMemoryLimit(before) })
 	t.Setenv("GOMEMLIMIT", "")
-	devMemoryLimit()
+	restore := devMemoryLimit()
 	require.EqualValues(t, devMemoryLimitBytes, debug.SetMemoryLimit(-1))
-	debug.SetMemoryLimit(before)
+	restore()
+	require.Equal(t, before, debug.SetMemoryLimit(-1), "the limit before is put back")
 	t.Setenv("GOMEMLIMIT", "1GiB")
-	devMemoryLimit()
+	devMemoryLimit()()
 	require.Equal(t, before, debug.SetMemoryLimit(-1), "GOMEMLIMIT given: left alone")
+}
+
+func TestDevLimitFollowsTheLiveHeap(t *testing.T) {
+	if got := devLimit(10 << 20); got != devMemoryLimitBytes {
+		t.Errorf("small heap: limit %d, want the least, %d", got, devMemoryLimitBytes)
+	}
+	if got := devLimit(200 << 20); got != 300<<20 {
+		t.Errorf("200 MiB live: limit %d MiB, want 300", got>>20)
+	}
 }
