@@ -1,9 +1,11 @@
 package events
 
 import (
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -40,6 +42,9 @@ const (
 	// HeaderSignature marks a submission as an Admission signed by the
 	// ingress (see SignAdmission).
 	HeaderSignature = "Weft-Signature"
+	// HeaderExecutionAt, on a result, is the byte offset of its
+	// "execution" member's value (see Result).
+	HeaderExecutionAt = "Weft-Execution-At"
 )
 
 // Event kinds: the last token of an event subject.
@@ -77,16 +82,37 @@ const subjectResults = "weft.results."
 // ResultSubject is where one execution's result is published.
 func ResultSubject(executionID string) string { return subjectResults + executionID }
 
-// WithExecution adds the execution's view to an encoded event, as its
-// "execution" member: the result. Spliced in rather than set on the event before
+// Result is the message of an execution's result: the encoded event,
+// with the execution's view, when there is one, added as its "execution"
+// member. The view is spliced in rather than set on the event before
 // encoding: the encoder would parse and compact the whole view again, as
-// it does with every json.RawMessage, to check what was just encoded.
-func WithExecution(event, view []byte) []byte {
-	out := make([]byte, 0, len(event)+len(`,"execution":`)+len(view))
+// it does with every json.RawMessage, to check what was just encoded. The
+// header HeaderExecutionAt says where the view starts, so that a waiter
+// takes it without decoding the result (see ResultExecution).
+func Result(executionID string, event, view []byte) *nats.Msg {
+	m := nats.NewMsg(ResultSubject(executionID))
+	if view == nil {
+		m.Data = event
+		return m
+	}
+	out := make([]byte, 0, len(event)+len(`,"execution":`)+len(view)+1)
 	out = append(out, event[:len(event)-1]...) // without its closing brace
 	out = append(out, `,"execution":`...)
+	m.Header.Set(HeaderExecutionAt, strconv.Itoa(len(out)))
 	out = append(out, view...)
-	return append(out, '}')
+	m.Data = append(out, '}')
+	return m
+}
+
+// ResultExecution is the execution's view that a result carries, taken
+// from where its header says; false when the result carries none, or does
+// not say where it is.
+func ResultExecution(m *nats.Msg) ([]byte, bool) {
+	at, err := strconv.Atoi(m.Header.Get(HeaderExecutionAt))
+	if err != nil || at <= 0 || at >= len(m.Data) {
+		return nil, false
+	}
+	return m.Data[at : len(m.Data)-1], true
 }
 
 // ResultFilter matches every execution's result.

@@ -88,7 +88,15 @@ func (w *waiters) deliver(msg *nats.Msg) {
 	if len(chans) == 0 {
 		return
 	}
-	// Only what a waiter reads: the rest of the event is skipped.
+	// A result with its execution: the view is all a waiter reads.
+	if view, ok := events.ResultExecution(msg); ok {
+		ev := &events.Event{ExecutionID: id, Execution: view}
+		for _, c := range chans {
+			c <- ev
+		}
+		return
+	}
+	// Without: only what a waiter reads, the rest of the event skipped.
 	var end struct {
 		Kind      string          `json:"kind"`
 		Error     *events.Error   `json:"error"`
@@ -659,7 +667,7 @@ func (s *Server) cancelExecution(c *fiber.Ctx) error {
 	data, _ := json.Marshal(ev)
 	// The result first, with the execution, for the requests waiting for
 	// it; then the event, stored without it.
-	_ = s.deps.NC.Publish(events.ResultSubject(ex.ID), events.WithExecution(data, raw))
+	_ = s.deps.NC.PublishMsg(events.Result(ex.ID, data, raw))
 	msg := nats.NewMsg(events.EventSubject(ex.ID, events.KindCancelled))
 	msg.Data = data
 	msg.Header.Set(events.HeaderMsgID, ex.ID+"."+events.KindCancelled)

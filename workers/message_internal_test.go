@@ -10,22 +10,41 @@ import (
 	"github.com/weftdev/weft/events"
 )
 
-// TestWithExecution: the view spliced into an encoded event reads back as
-// the event's execution, with the rest of the event intact.
-func TestWithExecution(t *testing.T) {
+// TestResult: the view spliced into an encoded event reads back as the
+// event's execution, with the rest of the event intact, and a waiter finds
+// it where the header says without decoding the result.
+func TestResult(t *testing.T) {
 	ev := events.Event{ExecutionID: "x1", Kind: events.KindCompleted, UserID: "u", WorkflowID: "w",
 		At: time.Unix(1700000000, 0).UTC(), DurationMs: 1.5, Nodes: []events.NodeEvent{{ID: "a", Type: "INPUT", Status: "completed"}}}
 	data, err := encodeMessage(ev)
 	require.NoError(t, err)
-	view := []byte(`{"id":"x1","status":"completed","output":{"s":"}\"{"}}`)
+	view := []byte(`{"id":"x1","status":"completed","output":{"s":"}\"{","execution":1}}`)
+	msg := events.Result("x1", data, view)
+	require.Equal(t, events.ResultSubject("x1"), msg.Subject)
 	var got events.Event
-	require.NoError(t, json.Unmarshal(events.WithExecution(data, view), &got))
+	require.NoError(t, json.Unmarshal(msg.Data, &got))
 	require.JSONEq(t, string(view), string(got.Execution))
 	got.Execution = nil
 	require.Equal(t, ev, got)
+	at, ok := events.ResultExecution(msg)
+	require.True(t, ok)
+	require.Equal(t, string(view), string(at))
 	same, err := encodeMessage(data)
 	require.NoError(t, err)
 	require.Equal(t, data, same, "encoded bytes pass through")
+
+	// Without a view (too large to travel), the result is the event, and
+	// says it carries none.
+	bare := events.Result("x1", data, nil)
+	require.Equal(t, data, bare.Data)
+	_, ok = events.ResultExecution(bare)
+	require.False(t, ok)
+	for _, bad := range []string{"", "x", "-1", "0", "100000"} {
+		m := events.Result("x1", data, view)
+		m.Header.Set(events.HeaderExecutionAt, bad)
+		_, ok := events.ResultExecution(m)
+		require.False(t, ok, "header %q", bad)
+	}
 }
 
 // TestDecodeAdmissionIsStrict: a signed submission with a field this

@@ -446,11 +446,10 @@ func (s *step) publishEnd(publish func(subject, msgID string, v any) error, base
 	// would pass the message size limit: its result is the event alone,
 	// and they read the store. Core NATS, like the event's own delivery
 	// to them: lost only with a subscriber's connection.
-	result := data
-	if len(view) <= maxEventExecution {
-		result = events.WithExecution(data, view)
+	if len(view) > maxEventExecution {
+		view = nil
 	}
-	if err := s.e.js.Conn().Publish(events.ResultSubject(ex.ID), result); err != nil {
+	if err := s.e.js.Conn().PublishMsg(events.Result(ex.ID, data, view)); err != nil {
 		return err
 	}
 	// The end is published once per execution for good, not only within
