@@ -116,7 +116,7 @@ func (p *Projector) applyOnce(ctx context.Context, tx *goredis.Tx, keys, execs [
 	_, err := tx.Pipelined(ctx, func(pipe goredis.Pipeliner) error {
 		open = pipe.MGet(ctx, keys...)
 		for i := range ended {
-			ended[i] = pipe.HMGet(ctx, p.k.ended(start[i]), execs...)
+			ended[i] = pipe.HMGet(ctx, p.k.ended(width, start[i]), execs...)
 		}
 		return nil
 	})
@@ -162,7 +162,7 @@ func (p *Projector) applyOnce(ctx context.Context, tx *goredis.Tx, keys, execs [
 		}
 		for i, fv := range t.hset {
 			if len(fv) > 0 {
-				key := p.k.ended(start[i])
+				key := p.k.ended(width, start[i])
 				pipe.HSet(ctx, key, fv...)
 				// Read while this bucket or the next is a projector's own,
 				// until start+2*width; a width more for clocks that differ.

@@ -48,10 +48,15 @@
 // the one after, which a projector whose clock runs ahead writes to. A phase
 // written again goes to the newest of the buckets it was found in, never
 // an older one. A bucket expires two widths after its end, a width after
-// the last batch reads it. So projectors' clocks must agree with each
-// other and with Redis's to well within a bucket (5 s): a projector whose
-// clock is s ahead of another's finds the other's phases for DoneTTL − s
-// at least. All projectors on a prefix must have the same DoneTTL.
+// the last batch reads it. A projector whose clock is s ahead of
+// another's finds the other's phases for DoneTTL − s at least, and a
+// redelivery comes after the AckWait plus the time the batch spent in a
+// projector's hands: so projectors' clocks must agree with each other and
+// with Redis's to well within DoneTTL − AckWait (3 s). All projectors on a
+// prefix must have the same DoneTTL: buckets are keyed by their width, so
+// projectors of different widths do not see each other's ended phases
+// (while a change of DoneTTL rolls out, a redelivery that lands on a
+// projector of the other width can be counted again).
 //
 // An execution's phase may thus be found in more than one place: in an
 // older bucket and a newer one, until the older expires (or, from a

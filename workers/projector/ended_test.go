@@ -39,7 +39,7 @@ func endedBucketOf(t *testing.T, b *bundle, p *Projector, exec string) string {
 	t.Helper()
 	ctx := context.Background()
 	var holding []string
-	iter := b.rdb.Scan(ctx, 0, p.k.ns+"d:*", 1000).Iterator()
+	iter := b.rdb.Scan(ctx, 0, p.k.ns+"d[0-9]*:*", 1000).Iterator()
 	for iter.Next(ctx) {
 		ok, err := b.rdb.HExists(ctx, iter.Val(), exec).Result()
 		require.NoError(t, err)
@@ -130,7 +130,7 @@ func TestClocksAheadByLessThanABucket(t *testing.T) {
 	xEnd := x.end(events.KindCompleted, 5, node("a", "INPUT", "completed"))
 
 	apply(t, p2, x.ev(events.KindQueued), xEnd)
-	next := p2.k.ended(bucketStart(ahead.Now(), width).Unix())
+	next := p2.k.ended(int64(width/time.Second), bucketStart(ahead.Now(), width).Unix())
 	require.Equal(t, next, endedBucketOf(t, b, p2, "x"))
 	want := overview(t, p1.Reader, "u1")
 
@@ -242,4 +242,13 @@ func TestReadPhaseMergesCopies(t *testing.T) {
 		_, _, err := readPhase(bad, [nBuckets]any{})
 		require.ErrorIs(t, err, errBadPhase, bad)
 	}
+}
+
+// TestDoneTTLOutlastsARedelivery: an ended phase is kept for at least
+// DoneTTL, and a batch that was applied but not acked comes back after the
+// consumer's AckWait, with time in hand and clock differences on top.
+func TestDoneTTLOutlastsARedelivery(t *testing.T) {
+	ackWait := events.ProjectorConsumer().AckWait
+	require.GreaterOrEqual(t, defaultDoneTTL, 2*ackWait)
+	require.Equal(t, defaultDoneTTL, Config{}.withDefaults().DoneTTL)
 }

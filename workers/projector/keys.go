@@ -14,8 +14,9 @@ import (
 //	ns+"marker"              string: set when the counters were (re)built from the stream
 //	ns+"lock"                string: held by the projector rebuilding, with a TTL
 //	ns+"p:"+exec             string: phase of one open execution, "user|workflow|q|s|t|,node,", TTL
-//	ns+"d:"+start            hash: exec → phase of an ended execution, last written in the
-//	                               DoneTTL-wide bucket of time from start (Unix seconds), expires
+//	ns+"d"+width+":"+start   hash: exec → phase of an ended execution, last written in the
+//	                               DoneTTL-wide bucket of time from start (Unix seconds, width
+//	                               in seconds: projectors of another DoneTTL never share one), expires
 //	ns+"u:"+user             hash: total queued running completed failed cancelled
 //	                               rejected nodes nt:<type> ns:<status> dsum dn
 //	ns+"wfs:"+user           set: workflow ids the user ran
@@ -27,10 +28,12 @@ type keys struct{ ns string }
 
 func newKeys(prefix string) keys { return keys{ns: prefix + "dash:"} }
 
-func (k keys) marker() string              { return k.ns + "marker" }
-func (k keys) lock() string                { return k.ns + "lock" }
-func (k keys) phase(exec string) string    { return k.ns + "p:" + exec }
-func (k keys) ended(start int64) string    { return k.ns + "d:" + strconv.FormatInt(start, 10) }
+func (k keys) marker() string           { return k.ns + "marker" }
+func (k keys) lock() string             { return k.ns + "lock" }
+func (k keys) phase(exec string) string { return k.ns + "p:" + exec }
+func (k keys) ended(width, start int64) string {
+	return k.ns + "d" + strconv.FormatInt(width, 10) + ":" + strconv.FormatInt(start, 10)
+}
 func (k keys) user(u string) string        { return k.ns + "u:" + u }
 func (k keys) workflows(u string) string   { return k.ns + "wfs:" + u }
 func (k keys) workflow(u, w string) string { return k.ns + "w:" + u + ":" + w }

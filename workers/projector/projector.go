@@ -38,6 +38,9 @@ type Config struct {
 	// once and twice DoneTTL, and every projector on a prefix must have
 	// the same. Default 5 s: at thousands of executions a second, every
 	// second of it is thousands of phases (about 200 bytes each in Redis).
+	// It must exceed the AckWait, plus the time a batch spends in a
+	// projector's hands, plus the difference between projectors' clocks;
+	// at least twice the AckWait.
 	DoneTTL time.Duration
 	// Linger is the longest a batch waits to fill before it is applied.
 	// Default 50 ms: a batch costs a few round trips whatever its size,
