@@ -253,9 +253,9 @@ func (m *Main) startNATS(ctx context.Context) error {
 		return err
 	}
 	if embedded != nil {
-		if _, err := natsembed.ShortenBlockCache(embedded, natsembed.BlockCacheExpiry); err != nil {
-			// Only memory is at stake: the server keeps its default.
-			m.Log.Warn("embedded nats: block cache expiry left at the default", "err", err)
+		if n, err := natsembed.ShortenBlockCache(embedded, natsembed.BlockCacheExpiry); err != nil {
+			// Only memory is at stake: the other streams keep the default.
+			m.Log.Warn("embedded nats: block cache expiry not shortened for every stream", "shortened", n, "err", err)
 		}
 	}
 	m.nc, m.js, m.NATSURL = nc, js, url

@@ -4,6 +4,7 @@ package embedded
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"sync"
 	"time"
@@ -23,24 +24,32 @@ import (
 // in its page cache).
 const BlockCacheExpiry = time.Second
 
-// ShortenBlockCache sets the block cache expiry of every file stream the
-// server holds in its global account, for the blocks it has and the ones
-// it will make. It reports how many streams it changed. The setting is
-// not part of the server's API, so it is made through reflection on the
-// server's unexported fields, each taken under the lock the server takes
-// to read it; if a release of the server renames one, it returns an
-// error and changes nothing further (TestShortenBlockCache then fails).
-func ShortenBlockCache(srv *natsserver.Server, expire time.Duration) (int, error) {
+// ShortenBlockCache sets the block cache expiry of the file streams the
+// server's global account holds when it is called, for the blocks they
+// have and the ones they will make (a stream made later keeps the
+// server's default). It reports how many streams it changed. The setting
+// is not part of the server's API, so it is made through reflection on
+// the server's unexported fields, each read or written under the lock the
+// server takes for it. If a release of the server changes one of them, it
+// returns an error, having changed the streams it reports and no other
+// (TestShortenBlockCache then fails); it does not panic.
+func ShortenBlockCache(srv *natsserver.Server, expire time.Duration) (n int, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("embedded nats: %v", r)
+		}
+	}()
 	stores, err := fileStores(srv)
 	if err != nil {
 		return 0, err
 	}
 	for _, fs := range stores {
 		if err := setExpiry(fs, expire); err != nil {
-			return 0, err
+			return n, err
 		}
+		n++
 	}
-	return len(stores), nil
+	return n, nil
 }
 
 // fileStores are the file stores (server.fileStore values) of the streams
@@ -53,14 +62,18 @@ func fileStores(srv *natsserver.Server) (map[string]reflect.Value, error) {
 	}
 	accMu.RLock()
 	jsaPtr, err := field(acc, "js", reflect.Pointer)
+	enabled := err == nil && !jsaPtr.IsNil()
+	var jsa reflect.Value
+	if enabled {
+		jsa = jsaPtr.Elem()
+	}
 	accMu.RUnlock()
 	if err != nil {
 		return nil, err
 	}
-	if jsaPtr.IsNil() {
+	if !enabled {
 		return nil, errors.New("embedded nats: jetstream is not enabled")
 	}
-	jsa := jsaPtr.Elem()
 	jsaMu, err := mutex(jsa)
 	if err != nil {
 		return nil, err
@@ -80,8 +93,8 @@ func fileStores(srv *natsserver.Server) (map[string]reflect.Value, error) {
 	stores := map[string]reflect.Value{}
 	for name, s := range streams {
 		store := s.MethodByName("Store")
-		if !store.IsValid() {
-			return nil, errors.New("embedded nats: a stream has no Store method")
+		if !store.IsValid() || store.Type().NumIn() != 0 || store.Type().NumOut() != 1 {
+			return nil, errors.New("embedded nats: a stream has no Store() method")
 		}
 		fs := store.Call(nil)[0].Elem()
 		if fs.Kind() == reflect.Pointer && fs.Type().Elem().Name() == "fileStore" {

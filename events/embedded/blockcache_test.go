@@ -27,16 +27,43 @@ func TestShortenBlockCache(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	// A byte limit this small makes the server cut 32 KB blocks, so a few
-	// hundred KB written make new blocks after the change.
+	// A byte limit this small makes the server cut 32 KB blocks: the file
+	// stream has several before the change, and makes new ones after it.
 	for _, cfg := range []jetstream.StreamConfig{
-		{Name: "FILE", Subjects: []string{"file.>"}, MaxBytes: 100 << 10},
+		{Name: "FILE", Subjects: []string{"file.>"}, MaxBytes: 120_000},
 		{Name: "MEM", Subjects: []string{"mem.>"}, Storage: jetstream.MemoryStorage},
 	} {
 		if _, err := js.CreateStream(ctx, cfg); err != nil {
 			t.Fatal(err)
 		}
 	}
+	payload := make([]byte, 1000)
+	publish := func(from, to int) error {
+		for i := from; i < to; i++ {
+			if _, err := js.Publish(ctx, "file."+strconv.Itoa(i), payload); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	check := func(want time.Duration) {
+		t.Helper()
+		got := blockExpiries(t, srv, "FILE")
+		if len(got) < 2 {
+			t.Fatalf("%d blocks, want several", len(got))
+		}
+		for i, d := range got {
+			if d != want {
+				t.Fatalf("block %d of %d expires its cache after %v, want %v", i, len(got), d, want)
+			}
+		}
+	}
+	if err := publish(0, 100); err != nil {
+		t.Fatal(err)
+	}
+	check(10 * time.Second) // the server's default
+
+	// The blocks the stream has.
 	n, err := ShortenBlockCache(srv, 700*time.Millisecond)
 	if err != nil {
 		t.Fatalf("ShortenBlockCache: %v (a nats-server release moved a field it sets)", err)
@@ -44,21 +71,22 @@ func TestShortenBlockCache(t *testing.T) {
 	if n != 1 {
 		t.Fatalf("changed %d streams, want the 1 file stream", n)
 	}
-	payload := make([]byte, 1000)
-	for i := range 300 {
-		if _, err := js.Publish(ctx, "file."+strconv.Itoa(i), payload); err != nil {
-			t.Fatal(err)
-		}
+	check(700 * time.Millisecond)
+
+	// Changed again while the stream is written to (the race detector
+	// watches); every block made since, and after, has the new expiry.
+	written := make(chan error, 1)
+	go func() { written <- publish(100, 300) }()
+	if _, err := ShortenBlockCache(srv, 600*time.Millisecond); err != nil {
+		t.Fatal(err)
 	}
-	got := blockExpiries(t, srv, "FILE")
-	if len(got) < 2 {
-		t.Fatalf("%d blocks, want several to check new ones", len(got))
+	if err := <-written; err != nil {
+		t.Fatal(err)
 	}
-	for i, d := range got {
-		if d != 700*time.Millisecond {
-			t.Errorf("block %d expires its cache after %v, want 700ms", i, d)
-		}
+	if err := publish(300, 500); err != nil { // every block older than this is gone
+		t.Fatal(err)
 	}
+	check(600 * time.Millisecond)
 }
 
 // blockExpiries reads back the cache expiry of each block of a stream.
