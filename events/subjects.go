@@ -1,6 +1,7 @@
 package events
 
 import (
+	"bytes"
 	"strconv"
 	"strings"
 	"time"
@@ -82,16 +83,21 @@ const subjectResults = "weft.results."
 // ResultSubject is where one execution's result is published.
 func ResultSubject(executionID string) string { return subjectResults + executionID }
 
+// MaxResultExecution is the largest execution view a result carries: a
+// larger one would pass the message size limit, so its result is the
+// event alone, and a waiter reads the execution from the store.
+const MaxResultExecution = 256 << 10
+
 // Result is the message of an execution's result: the encoded event,
-// with the execution's view, when there is one, added as its "execution"
-// member. The view is spliced in rather than set on the event before
+// with the execution's view, when there is one no larger than
+// MaxResultExecution, added as its "execution" member. The view is spliced in rather than set on the event before
 // encoding: the encoder would parse and compact the whole view again, as
 // it does with every json.RawMessage, to check what was just encoded. The
 // header HeaderExecutionAt says where the view starts, so that a waiter
 // takes it without decoding the result (see ResultExecution).
 func Result(executionID string, event, view []byte) *nats.Msg {
 	m := nats.NewMsg(ResultSubject(executionID))
-	if view == nil {
+	if view == nil || len(view) > MaxResultExecution {
 		m.Data = event
 		return m
 	}
@@ -105,11 +111,12 @@ func Result(executionID string, event, view []byte) *nats.Msg {
 }
 
 // ResultExecution is the execution's view that a result carries, taken
-// from where its header says; false when the result carries none, or does
-// not say where it is.
+// from where its header says; false when the result carries none, or
+// what is there is not where Result puts a view.
 func ResultExecution(m *nats.Msg) ([]byte, bool) {
 	at, err := strconv.Atoi(m.Header.Get(HeaderExecutionAt))
-	if err != nil || at <= 0 || at >= len(m.Data) {
+	if err != nil || at <= 0 || at >= len(m.Data) || m.Data[len(m.Data)-1] != '}' ||
+		!bytes.HasSuffix(m.Data[:at], []byte(`,"execution":`)) {
 		return nil, false
 	}
 	return m.Data[at : len(m.Data)-1], true

@@ -39,7 +39,9 @@ func TestResult(t *testing.T) {
 	require.Equal(t, data, bare.Data)
 	_, ok = events.ResultExecution(bare)
 	require.False(t, ok)
-	for _, bad := range []string{"", "x", "-1", "0", "100000"} {
+	big := events.Result("x1", data, make([]byte, events.MaxResultExecution+1))
+	require.Equal(t, data, big.Data, "a view too large to travel is left out")
+	for _, bad := range []string{"", "x", "-1", "0", "100000", "5", "30"} {
 		m := events.Result("x1", data, view)
 		m.Header.Set(events.HeaderExecutionAt, bad)
 		_, ok := events.ResultExecution(m)

@@ -442,13 +442,9 @@ func (s *step) publishEnd(publish func(subject, msgID string, v any) error, base
 		return err
 	}
 	// The result first, so that it reaches waiters before the event:
-	// they answer from it without reading the store. A larger execution
-	// would pass the message size limit: its result is the event alone,
-	// and they read the store. Core NATS, like the event's own delivery
-	// to them: lost only with a subscriber's connection.
-	if len(view) > maxEventExecution {
-		view = nil
-	}
+	// they answer from it without reading the store. Core NATS, like the
+	// event's own delivery to them: lost only with a subscriber's
+	// connection.
 	if err := s.e.js.Conn().PublishMsg(events.Result(ex.ID, data, view)); err != nil {
 		return err
 	}
@@ -466,9 +462,6 @@ func encodeMessage(v any) ([]byte, error) {
 	}
 	return json.Marshal(v)
 }
-
-// maxEventExecution is the largest execution a terminal event carries.
-const maxEventExecution = 256 << 10
 
 // onceMarker prefixes the msg id of a message that must be stored at most
 // once on its subject, ever.
