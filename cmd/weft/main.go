@@ -125,9 +125,11 @@ func devCmd() *cobra.Command {
 // devMemoryLimitBytes is the least soft memory limit of `weft dev`
 // unless GOMEMLIMIT sets one. The process holds the NATS and Redis
 // servers too, and at its default pace the collector lets the heap grow
-// to twice what is live. Under full load about 65 MB is live, and at this
-// limit the heap stays near 100 MB, at no throughput measured; the
-// process's RSS is then about 135 MB (it counts the binary's code too).
+// to twice what is live. Under full load about 65 MB is live; at this
+// limit the heap stays near 100 MB and the process's RSS near 135 MB (it
+// counts the binary's code too). Against 256 MiB, the collector's share
+// of the CPU goes from about 7% to about 13%; no change in throughput
+// stood out of the machine's own variation.
 const devMemoryLimitBytes = 100 << 20
 
 // devMemoryLimit sets the soft memory limit of `weft dev` and, until the
@@ -167,8 +169,10 @@ func devMemoryLimit() (restore func()) {
 }
 
 // devLimit is the soft memory limit for a live heap of live bytes: the
-// least limit, or half as much again as what is live, whichever is more:
-// the collector then runs at most about as often as with GOGC=50.
+// least limit, or half as much again as what is live, whichever is more.
+// The limit counts all of the runtime's memory (stacks, metadata), not
+// only the heap, so the collector then runs somewhat more often than with
+// GOGC=50, and never without pause.
 func devLimit(live uint64) int64 {
 	return max(devMemoryLimitBytes, int64(live+live/2))
 }
