@@ -293,6 +293,7 @@ func (m *Main) startAuth(ctx context.Context) error {
 	var cache *redis.Cache
 	if m.rdb != nil {
 		cache = redis.NewCache(m.rdb, m.Config.RedisPrefix)
+		m.onClose(cache.Close)
 	}
 	m.auth, err = ingress.NewAuth(ingress.AuthConfig{Secret: secret, BcryptCost: m.Config.BcryptCost}, m.store, cache, m.Log, nil)
 	if err != nil {
@@ -461,6 +462,8 @@ func (m *Main) startIngress(ctx context.Context) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	limit := redis.PerMinute(m.Config.RatePerMinute)
+	cache := redis.NewCache(m.rdb, m.Config.RedisPrefix)
+	m.onClose(cache.Close)
 	api, err := ingress.New(ingress.Config{
 		CORSOrigins:    m.Config.CORSOrigins,
 		RateIP:         limit,
@@ -474,7 +477,7 @@ func (m *Main) startIngress(ctx context.Context) error {
 		JS:        m.js,
 		Graphs:    m.engine,
 		Dashboard: projector.NewReader(m.rdb, m.Config.RedisPrefix),
-		Cache:     redis.NewCache(m.rdb, m.Config.RedisPrefix),
+		Cache:     cache,
 		Limiter:   redis.NewLimiter(m.rdb, m.Config.RedisPrefix+"rate:"),
 		Log:       m.Log,
 		Registry:  reg,

@@ -83,3 +83,36 @@ func TestCacheRidesOutAnOutage(t *testing.T) {
 	}, 5*time.Second, 50*time.Millisecond, "the failed delete landed before the read")
 	require.False(t, e.m.Exists("t:session"))
 }
+
+// TestCacheCloseEndsItsRetries: a delete Redis did not take is retried in
+// the background until Close, which waits for the retries to stop (the
+// package's goleak check sees any left).
+func TestCacheCloseEndsItsRetries(t *testing.T) {
+	t.Parallel()
+	e, err := StartEmbedded("127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(e.Close)
+	rdb, err := Connect(t.Context(), e.URL())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = rdb.Close() })
+	c := NewCache(rdb, "t:")
+	e.m.Close() // down
+	require.Error(t, c.Del(t.Context(), "session"))
+	c.mu.Lock()
+	retrying := c.retrying
+	c.mu.Unlock()
+	require.True(t, retrying)
+	done := make(chan struct{})
+	go func() { c.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not return")
+	}
+	c.Close() // twice is fine
+	require.Error(t, c.Del(t.Context(), "other"), "still down")
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	require.False(t, c.retrying, "no retries after Close")
+	require.NoError(t, e.m.Restart())
+}

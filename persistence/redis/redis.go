@@ -58,6 +58,10 @@ type Cache struct {
 	downUntil time.Time
 	pending   map[string]struct{} // full keys whose delete failed
 	retrying  bool
+	closed    bool
+
+	stop    chan struct{} // closed by Close: the retries end
+	retries sync.WaitGroup
 }
 
 // DownFor is how long Redis is left alone after a command fails.
@@ -69,7 +73,19 @@ const maxPendingAge = time.Hour
 
 // NewCache returns a cache whose keys all start with prefix.
 func NewCache(rdb goredis.UniversalClient, prefix string) *Cache {
-	return &Cache{rdb: rdb, prefix: prefix, now: time.Now, pending: map[string]struct{}{}}
+	return &Cache{rdb: rdb, prefix: prefix, now: time.Now, pending: map[string]struct{}{}, stop: make(chan struct{})}
+}
+
+// Close stops retrying the deletes Redis did not take, and waits until
+// the retries have stopped. It leaves the client open.
+func (c *Cache) Close() {
+	c.mu.Lock()
+	if !c.closed {
+		c.closed = true
+		close(c.stop)
+	}
+	c.mu.Unlock()
+	c.retries.Wait()
 }
 
 // Client returns the underlying client.
@@ -182,18 +198,28 @@ func (c *Cache) keep(full []string) {
 	for _, k := range full {
 		c.pending[k] = struct{}{}
 	}
-	if c.retrying {
+	if c.retrying || c.closed {
 		return
 	}
 	c.retrying = true
+	c.retries.Add(1)
 	go c.retry()
 }
 
 func (c *Cache) retry() {
+	defer c.retries.Done()
 	deadline := c.now().Add(maxPendingAge)
 	t := time.NewTicker(DownFor / 2)
 	defer t.Stop()
-	for range t.C {
+	for {
+		select {
+		case <-c.stop:
+			c.mu.Lock()
+			c.retrying = false
+			c.mu.Unlock()
+			return
+		case <-t.C:
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		c.up(ctx)
 		cancel()
