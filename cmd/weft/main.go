@@ -125,7 +125,7 @@ func devCmd() *cobra.Command {
 // devMemoryLimitBytes is the least soft memory limit of `weft dev`
 // unless GOMEMLIMIT sets one. The process holds the NATS and Redis
 // servers too, and at its default pace the collector lets the heap grow
-// to twice what is live. Under full load about 65 MB is live; at this
+// to twice what is live. Under full load 56 to 67 MB is live; at this
 // limit the heap stays near 100 MB and the process's RSS near 135 MB (it
 // counts the binary's code too). Against 256 MiB, the collector's share
 // of the CPU goes from about 7% to about 13%, and the throughput at full
