@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2/middleware/adaptor"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/crypto/bcrypt"
@@ -165,11 +163,7 @@ func newRouteTestServer(t *testing.T) *Server {
 	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "weft.db"))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
-	nc, err := nats.Connect(natstest.Start(t))
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	nc, js := natstest.Connect(t, natstest.Start(t))
 	s, err := New(Config{Auth: AuthConfig{Secret: []byte(strings.Repeat("s", 32)), BcryptCost: bcrypt.MinCost}},
 		Deps{Store: db, NC: nc, JS: js, Graphs: noGraphs{}})
 	require.NoError(t, err)

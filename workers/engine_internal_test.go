@@ -20,12 +20,7 @@ import (
 
 // connect is a connection to a NATS server of the test's own.
 func connect(t *testing.T) (*nats.Conn, jetstream.JetStream) {
-	nc, err := nats.Connect(natstest.Start(t))
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	return nc, js
+	return natstest.Connect(t, natstest.Start(t))
 }
 
 // TestEndOlderThanTheHistoryIsNotRepublished: a redelivery may announce

@@ -87,11 +87,7 @@ var diamond = `{"name":"diamond","nodes":[
 
 func setup(t *testing.T, cfg workers.Config) *bundle {
 	t.Helper()
-	nc, err := nats.Connect(natstest.Start(t))
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	nc, js := natstest.Connect(t, natstest.Start(t))
 	store, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "weft.db"))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = store.Close() })

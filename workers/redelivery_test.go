@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/weftdev/weft/events"
+	"github.com/weftdev/weft/events/natstest"
 	"github.com/weftdev/weft/persistence"
 	"github.com/weftdev/weft/persistence/sqlite"
 	"github.com/weftdev/weft/providers"
@@ -103,11 +104,7 @@ type worker struct {
 // Start makes it work.
 func (b *bundle) newWorker(t *testing.T, hop bool, runners func(*mortalStore) map[string]nodes.Runner) *worker {
 	t.Helper()
-	nc, err := nats.Connect(b.nc.ConnectedUrl())
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	nc, js := natstest.Connect(t, b.nc.ConnectedUrl())
 	w := &worker{nc: nc, store: &mortalStore{Store: b.store}, died: make(chan struct{})}
 	noCredentials := func(context.Context, string) (string, error) {
 		return "", events.Errorf(events.CodeUnauthorized, "no credentials in these tests")
@@ -116,6 +113,7 @@ func (b *bundle) newWorker(t *testing.T, hop bool, runners func(*mortalStore) ma
 	if runners != nil {
 		cfg.Runners = runners(w.store)
 	}
+	var err error
 	w.engine, err = workers.New(cfg, nc, js, w.store, noCredentials)
 	require.NoError(t, err)
 	return w

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/weftdev/weft/events/natstest"
 	"github.com/weftdev/weft/persistence"
 )
 
@@ -277,12 +278,7 @@ func (b *bundle) events(t *testing.T, token, id string) *http.Response {
 // natsClient connects to the dev process's NATS as a direct publisher would.
 func natsClient(t *testing.T, b *bundle) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(b.main.NATSURL)
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	return nc, js
+	return natstest.Connect(t, b.main.NATSURL)
 }
 
 func TestDirectNATSSubmission(t *testing.T) {

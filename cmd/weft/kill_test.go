@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/weftdev/weft/events"
+	"github.com/weftdev/weft/events/natstest"
 	"github.com/weftdev/weft/persistence"
 	"github.com/weftdev/weft/persistence/sqlite"
 	"github.com/weftdev/weft/workers"
@@ -97,11 +98,7 @@ func TestWorkerKilledLosesNothing(t *testing.T) {
 	}
 
 	// Executions recorded as the ingress records them, then submitted.
-	nc, err := nats.Connect(natsURL)
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	_, js := natstest.Connect(t, natsURL)
 	require.NoError(t, workers.EnsureStreams(ctx, js, events.Settings{}))
 	const n = 300
 	ids := make([]string, n)

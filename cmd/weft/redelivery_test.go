@@ -22,6 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/weftdev/weft/events"
+	"github.com/weftdev/weft/events/natstest"
 	"github.com/weftdev/weft/persistence"
 	"github.com/weftdev/weft/persistence/sqlite"
 	"github.com/weftdev/weft/workers"
@@ -57,11 +58,7 @@ func newCluster(t *testing.T) *cluster {
 	t.Cleanup(func() { _ = store.Close() })
 	c.store = store
 	require.NoError(t, store.CreateUser(ctx, &persistence.User{ID: c.userID, Email: "redelivery@example.com", Name: "R", PasswordHash: "x", CreatedAt: time.Now()}))
-	nc, err := nats.Connect(c.natsURL)
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	c.js, err = jetstream.New(nc)
-	require.NoError(t, err)
+	_, c.js = natstest.Connect(t, c.natsURL)
 	require.NoError(t, workers.EnsureStreams(ctx, c.js, events.Settings{NodeTimeout: redeliveryNodeTimeout}))
 	return c
 }

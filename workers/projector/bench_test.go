@@ -7,11 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/weftdev/weft/events"
+	"github.com/weftdev/weft/events/natstest"
 )
 
 // benchEvents is n executions of the common shape: queued, a node event,
@@ -52,11 +51,7 @@ func BenchmarkApplyBatch(b *testing.B) {
 func BenchmarkProject(b *testing.B) {
 	bn := setup(b)
 	evs := benchEvents((b.N+2)/3, "p", time.Now())
-	nc, err := nats.Connect(bn.js.Conn().ConnectedUrl())
-	require.NoError(b, err)
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	require.NoError(b, err)
+	_, js := natstest.Connect(b, bn.js.Conn().ConnectedUrl())
 	for _, ev := range evs {
 		data, err := json.Marshal(ev)
 		require.NoError(b, err)

@@ -39,11 +39,8 @@ type bundle struct {
 
 func setup(t testing.TB) *bundle {
 	t.Helper()
-	nc, err := nats.Connect(natstest.Start(t))
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	_, js := natstest.Connect(t, natstest.Start(t))
+	var err error
 	ctx := context.Background()
 	for _, sc := range events.Streams(events.Settings{}) {
 		if sc.Name == events.StreamEvents {
