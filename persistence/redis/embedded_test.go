@@ -52,15 +52,21 @@ func TestEmbeddedForgetsDeletedKeys(t *testing.T) {
 // of paying a round trip each, and a delete that failed lands before
 // anything is read once Redis is back: a revoked credential is never
 // served again from a stale entry.
-func TestCacheRidesOutAnOutage(t *testing.T) {
-	t.Parallel()
+// embeddedCache is a cache on an embedded server of the test's own.
+func embeddedCache(t *testing.T) (*Embedded, *Cache) {
+	t.Helper()
 	e, err := StartEmbedded("127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(e.Close)
 	rdb, err := Connect(t.Context(), e.URL())
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = rdb.Close() })
-	c := NewCache(rdb, "t:")
+	return e, NewCache(rdb, "t:")
+}
+
+func TestCacheRidesOutAnOutage(t *testing.T) {
+	t.Parallel()
+	e, c := embeddedCache(t)
 	require.NoError(t, c.Set(t.Context(), "session", "alive", time.Hour))
 
 	e.m.Close() // down, data kept
@@ -89,13 +95,7 @@ func TestCacheRidesOutAnOutage(t *testing.T) {
 // package's goleak check sees any left).
 func TestCacheCloseEndsItsRetries(t *testing.T) {
 	t.Parallel()
-	e, err := StartEmbedded("127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(e.Close)
-	rdb, err := Connect(t.Context(), e.URL())
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = rdb.Close() })
-	c := NewCache(rdb, "t:")
+	e, c := embeddedCache(t)
 	e.m.Close() // down
 	require.Error(t, c.Del(t.Context(), "session"))
 	c.mu.Lock()
