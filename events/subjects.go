@@ -2,9 +2,13 @@ package events
 
 import (
 	"bytes"
+	"encoding/json"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	gojson "github.com/goccy/go-json"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -88,26 +92,67 @@ func ResultSubject(executionID string) string { return subjectResults + executio
 // event alone, and a waiter reads the execution from the store.
 const MaxResultExecution = 256 << 10
 
-// Result is the message of an execution's result: the encoded event,
-// with the execution's view, when there is one no larger than
-// MaxResultExecution, added as its "execution" member. The view is spliced in rather than set on the event before
-// encoding: the encoder would parse and compact the whole view again, as
-// it does with every json.RawMessage, to check what was just encoded. The
-// header HeaderExecutionAt says where the view starts, so that a waiter
-// takes it without decoding the result (see ResultExecution).
-func Result(executionID string, event, view []byte) *nats.Msg {
+// Result is the message of an execution's result, built in b: the encoded
+// event, with the execution's view, when there is one no larger than
+// MaxResultExecution, added as its "execution" member. The view is
+// encoded straight into b (a []byte or json.RawMessage is taken as
+// encoded), after the event, rather than set on the event before encoding:
+// the encoder would parse and compact the whole view again, as it does with
+// every json.RawMessage, to check what was just encoded. The header
+// HeaderExecutionAt says where the view starts, so that a waiter takes it
+// without decoding the result (see ResultExecution). A nil view leaves it
+// out. The message's data is b's: it is valid while b is not reused.
+func Result(b *bytes.Buffer, executionID string, event []byte, view any) (*nats.Msg, error) {
 	m := nats.NewMsg(ResultSubject(executionID))
-	if view == nil || len(view) > MaxResultExecution {
-		m.Data = event
-		return m
+	m.Data = event
+	if view == nil {
+		return m, nil
 	}
-	out := make([]byte, 0, len(event)+len(`,"execution":`)+len(view)+1)
-	out = append(out, event[:len(event)-1]...) // without its closing brace
-	out = append(out, `,"execution":`...)
-	m.Header.Set(HeaderExecutionAt, strconv.Itoa(len(out)))
-	out = append(out, view...)
-	m.Data = append(out, '}')
-	return m
+	b.Reset()
+	b.Write(event[:len(event)-1]) // without its closing brace
+	b.WriteString(`,"execution":`)
+	at := b.Len()
+	switch v := view.(type) {
+	case []byte:
+		b.Write(v)
+	case json.RawMessage:
+		b.Write(v)
+	default:
+		// Encode ends what it writes with a newline, which the closing
+		// brace replaces.
+		if err := gojson.NewEncoder(b).Encode(v); err != nil {
+			return nil, err
+		}
+		b.Truncate(b.Len() - 1)
+	}
+	if b.Len()-at > MaxResultExecution {
+		return m, nil
+	}
+	b.WriteByte('}')
+	m.Header.Set(HeaderExecutionAt, strconv.Itoa(at))
+	m.Data = b.Bytes()
+	return m, nil
+}
+
+// resultBufs recycles the buffers PublishResult builds results in; one
+// that grew past a megabyte is let go.
+var resultBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// PublishResult publishes an execution's result (see Result) on nc. It is
+// built in a recycled buffer, which the publish copies out: a result is
+// sent once per execution, and a view is most of its bytes.
+func PublishResult(nc *nats.Conn, executionID string, event []byte, view any) error {
+	b := resultBufs.Get().(*bytes.Buffer)
+	defer func() {
+		if b.Cap() <= 1<<20 {
+			resultBufs.Put(b)
+		}
+	}()
+	m, err := Result(b, executionID, event, view)
+	if err != nil {
+		return err
+	}
+	return nc.PublishMsg(m)
 }
 
 // ResultExecution is the execution's view that a result carries, taken

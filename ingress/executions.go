@@ -658,7 +658,6 @@ func (s *Server) cancelExecution(c *fiber.Ctx) error {
 		}
 	}
 	v := workers.View(final, nil)
-	raw, _ := json.Marshal(v)
 	ev := events.Event{ExecutionID: ex.ID, Kind: events.KindCancelled, UserID: ex.UserID, WorkflowID: ex.WorkflowID,
 		At: now, Nodes: changed}
 	if final.StartedAt != nil {
@@ -667,7 +666,7 @@ func (s *Server) cancelExecution(c *fiber.Ctx) error {
 	data, _ := json.Marshal(ev)
 	// The result first, with the execution, for the requests waiting for
 	// it; then the event, stored without it.
-	_ = s.deps.NC.PublishMsg(events.Result(ex.ID, data, raw))
+	_ = events.PublishResult(s.deps.NC, ex.ID, data, v)
 	msg := nats.NewMsg(events.EventSubject(ex.ID, events.KindCancelled))
 	msg.Data = data
 	msg.Header.Set(events.HeaderMsgID, ex.ID+"."+events.KindCancelled)

@@ -1,13 +1,16 @@
 package workers
 
 import (
+	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/weftdev/weft/events"
+	"github.com/weftdev/weft/persistence"
 )
 
 // TestResult: the view spliced into an encoded event reads back as the
@@ -19,7 +22,9 @@ func TestResult(t *testing.T) {
 	data, err := encodeMessage(ev)
 	require.NoError(t, err)
 	view := []byte(`{"id":"x1","status":"completed","output":{"s":"}\"{","execution":1}}`)
-	msg := events.Result("x1", data, view)
+	var buf bytes.Buffer
+	msg, err := events.Result(&buf, "x1", data, view)
+	require.NoError(t, err)
 	require.Equal(t, events.ResultSubject("x1"), msg.Subject)
 	var got events.Event
 	require.NoError(t, json.Unmarshal(msg.Data, &got))
@@ -35,14 +40,37 @@ func TestResult(t *testing.T) {
 
 	// Without a view (too large to travel), the result is the event, and
 	// says it carries none.
-	bare := events.Result("x1", data, nil)
+	bare, err := events.Result(&buf, "x1", data, nil)
+	require.NoError(t, err)
 	require.Equal(t, data, bare.Data)
 	_, ok = events.ResultExecution(bare)
 	require.False(t, ok)
-	big := events.Result("x1", data, make([]byte, events.MaxResultExecution+1))
+	big, err := events.Result(&buf, "x1", data, make([]byte, events.MaxResultExecution+1))
+	require.NoError(t, err)
 	require.Equal(t, data, big.Data, "a view too large to travel is left out")
+	_, ok = events.ResultExecution(big)
+	require.False(t, ok)
+	huge, err := events.Result(&buf, "x1", data, map[string]string{"s": strings.Repeat("x", events.MaxResultExecution)})
+	require.NoError(t, err)
+	require.Equal(t, data, huge.Data, "a view encoded too large to travel is left out")
+
+	// A view given as a value is encoded into the result, where the
+	// header says, as the encoder writes it alone.
+	v := View(&persistence.Execution{ID: "x1", Status: "completed", Output: json.RawMessage(`{"a":[1, 2]}`),
+		CreatedAt: time.Unix(1700000000, 0).UTC()}, nil)
+	enc, err := encodeMessage(v)
+	require.NoError(t, err)
+	encoded, err := events.Result(&buf, "x1", data, v)
+	require.NoError(t, err)
+	at, ok = events.ResultExecution(encoded)
+	require.True(t, ok)
+	require.Equal(t, string(enc), string(at))
+	require.NoError(t, json.Unmarshal(encoded.Data, &got))
+	require.JSONEq(t, string(enc), string(got.Execution))
+
 	for _, bad := range []string{"", "x", "-1", "0", "100000", "5", "30"} {
-		m := events.Result("x1", data, view)
+		m, err := events.Result(&buf, "x1", data, view)
+		require.NoError(t, err)
 		m.Header.Set(events.HeaderExecutionAt, bad)
 		_, ok := events.ResultExecution(m)
 		require.False(t, ok, "header %q", bad)

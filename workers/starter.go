@@ -18,7 +18,6 @@ import (
 
 	"github.com/weftdev/weft/events"
 	"github.com/weftdev/weft/persistence"
-	"github.com/weftdev/weft/workers/flow"
 )
 
 // validExecutionID is what a caller may choose as an execution id: it
@@ -189,7 +188,7 @@ func (e *Engine) NewExecution(ctx context.Context, w *persistence.Workflow, id s
 	if err != nil {
 		return nil, err
 	}
-	checked, problems := flow.ValidateInputs(g.Definition, inputs)
+	checked, problems := g.ValidateInputs(inputs)
 	if len(problems) > 0 {
 		return nil, events.Invalid(problems)
 	}

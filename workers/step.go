@@ -422,10 +422,6 @@ func (s *step) publishEnd(publish func(subject, msgID string, v any) error, base
 	if f := s.upd.Finish; f != nil {
 		ex.Status, ex.Output, ex.Error, ex.FinishedAt = f.Status, f.Output, f.Error, &f.At
 	}
-	view, err := json.Marshal(View(ex, nil))
-	if err != nil {
-		return err
-	}
 	ev := base
 	ev.Kind, ev.Nodes = ex.Status, changed
 	if ex.FinishedAt != nil {
@@ -445,7 +441,7 @@ func (s *step) publishEnd(publish func(subject, msgID string, v any) error, base
 	// they answer from it without reading the store. Core NATS, like the
 	// event's own delivery to them: lost only with a subscriber's
 	// connection.
-	if err := s.e.js.Conn().PublishMsg(events.Result(ex.ID, data, view)); err != nil {
+	if err := events.PublishResult(s.e.js.Conn(), ex.ID, data, View(ex, nil)); err != nil {
 		return err
 	}
 	// The end is published once per execution for good, not only within

@@ -699,6 +699,15 @@ type endedNode struct {
 // than through a map made for the purpose.
 func encodeEndedNodes(nodes map[string]*persistence.NodeState) (string, error) {
 	var b strings.Builder
+	size := 2
+	for id, n := range nodes {
+		// Room for each node's output and error, and its other fields.
+		size += len(id) + len(n.Output) + 160
+		if n.Error != nil {
+			size += len(n.Error.Code) + len(n.Error.Message) + 40
+		}
+	}
+	b.Grow(size)
 	enc := gojson.NewEncoder(&b)
 	b.WriteByte('{')
 	first := true

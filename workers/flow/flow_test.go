@@ -545,10 +545,16 @@ func TestValidateInputs(t *testing.T) {
 		{"wrong types", map[string]any{"text": 1.0, "n": "5", "flag": "true", "tags": "a", "meta": []any{}}, nil,
 			[]string{"inputs.flag", "inputs.meta", "inputs.n", "inputs.tags", "inputs.text"}},
 	}
+	g, err := Compile(def)
+	require.NoError(t, err)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			got, errs := ValidateInputs(def, tt.inputs)
+			require.Equal(t, tt.paths, nilIfEmpty(paths(errs)))
+			require.Equal(t, tt.want, got)
+			// The compiled graph, with its fields read once, says the same.
+			got, errs = g.ValidateInputs(tt.inputs)
 			require.Equal(t, tt.paths, nilIfEmpty(paths(errs)))
 			require.Equal(t, tt.want, got)
 		})

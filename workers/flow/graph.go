@@ -16,6 +16,9 @@ type Graph struct {
 	Nodes      map[string]*CompiledNode // by node id
 	Order      []string                 // a topological order, ties broken by definition order
 	Entries    []string                 // nodes without predecessors, in definition order
+
+	inputs     map[string]InputField // the definition's Inputs, and their names sorted
+	inputNames []string
 }
 
 // CompiledNode is one node with its place in the graph, its run policy and its compiled expressions.
@@ -84,7 +87,8 @@ func build(def *Definition) (*Graph, []events.FieldError) {
 		return nil, c.errs
 	}
 
-	g := &Graph{Definition: def, Nodes: make(map[string]*CompiledNode, len(def.Nodes))}
+	g := &Graph{Definition: def, Nodes: make(map[string]*CompiledNode, len(def.Nodes)), inputs: def.Inputs()}
+	g.inputNames = sortedKeys(g.inputs)
 	nodes := make([]*CompiledNode, len(def.Nodes)) // by index; nil for a node whose id is unusable
 	refs := make([][]ref, len(def.Nodes))
 	firstAt := map[string]int{}

@@ -47,13 +47,24 @@ func (d *Definition) Inputs() map[string]InputField {
 // default gets a copy of it. Undeclared inputs pass through unchanged. It returns a new map and every problem,
 // each at "inputs.<name>".
 func ValidateInputs(def *Definition, inputs map[string]any) (map[string]any, []events.FieldError) {
+	fields := def.Inputs()
+	return validateInputs(fields, sortedKeys(fields), inputs)
+}
+
+// ValidateInputs is ValidateInputs of the graph's definition, with its
+// fields read once, when it was compiled.
+func (g *Graph) ValidateInputs(inputs map[string]any) (map[string]any, []events.FieldError) {
+	return validateInputs(g.inputs, g.inputNames, inputs)
+}
+
+// validateInputs checks inputs against fields, in the order of names.
+func validateInputs(fields map[string]InputField, names []string, inputs map[string]any) (map[string]any, []events.FieldError) {
 	out := make(map[string]any, len(inputs))
 	for k, v := range inputs {
 		out[k] = v
 	}
 	var c collector
-	fields := def.Inputs()
-	for _, name := range sortedKeys(fields) {
+	for _, name := range names {
 		f := fields[name]
 		p := at("inputs", name)
 		v, present := inputs[name]
