@@ -32,6 +32,7 @@ type step struct {
 	failure  *persistence.ExecutionError
 	inputs   map[string]any
 	outputs  map[string]any // decoded outputs, by node id
+	env      map[string]any // the expression environment, made again for each node
 	finished bool
 }
 
@@ -41,7 +42,8 @@ func newStep(e *Engine, ex *persistence.Execution, g *flow.Graph) *step {
 	}
 	now := e.cfg.Now().UTC()
 	return &step{e: e, ex: ex, g: g, now: now, outputs: map[string]any{},
-		upd: persistence.ExecutionUpdate{ID: ex.ID, Nodes: map[string]*persistence.NodeState{}}}
+		upd:     persistence.ExecutionUpdate{ID: ex.ID, Nodes: make(map[string]*persistence.NodeState, len(g.Nodes))},
+		changed: make([]events.NodeEvent, 0, len(g.Nodes))}
 }
 
 func (s *step) status(id string) string {
@@ -99,7 +101,10 @@ func (s *step) scope(n *flow.CompiledNode) (flow.Scope, error) {
 			sc.Nodes[ref] = flow.NodeResult{Output: out, Status: s.status(ref)}
 		}
 	}
-	return sc.Prepared(), nil
+	if s.env == nil {
+		s.env = make(map[string]any, 3)
+	}
+	return sc.PreparedIn(s.env), nil
 }
 
 func (s *step) output(id string) (any, error) {

@@ -34,6 +34,17 @@ func (s Scope) Prepared() Scope {
 	return s
 }
 
+// PreparedIn is Prepared with the environment made in env, which it
+// clears first: a caller that evaluates one scope after another reuses one
+// map. No result refers to it ($env is not available), so reusing it
+// after an evaluation changes nothing that evaluation returned.
+func (s Scope) PreparedIn(env map[string]any) Scope {
+	clear(env)
+	env["input"], env["nodes"], env["execution"] = s.Input, s.Nodes, s.Execution
+	s.vars = env
+	return s
+}
+
 // NodeResult is an upstream node as seen by expressions: nodes.<id>.output and nodes.<id>.status.
 type NodeResult struct {
 	Output any    `json:"output" expr:"output"`
