@@ -2,10 +2,12 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -249,4 +251,43 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// usage is what the engine had spent at one moment: CPU time (user and
+// system, from /proc) and bytes allocated (go_memstats_alloc_bytes_total
+// from its /metrics). Two of them give a phase's cost per execution,
+// which does not depend on what else the machine ran at the time as its
+// rate does.
+type usage struct {
+	cpu   time.Duration
+	alloc float64 // bytes; 0 if /metrics could not be read
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat's times: 100 on
+// every Linux architecture Go supports.
+const clockTicks = 100
+
+// usage samples the engine's CPU time and allocated bytes.
+func (e *engine) usage(c *client) usage {
+	var u usage
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", e.pid)); err == nil {
+		// The fields after the command name, which is in parentheses and
+		// may hold spaces: utime and stime are the 12th and 13th.
+		if i := strings.LastIndexByte(string(b), ')'); i >= 0 {
+			f := strings.Fields(string(b[i+1:]))
+			if len(f) > 12 {
+				ut, _ := strconv.ParseInt(f[11], 10, 64)
+				st, _ := strconv.ParseInt(f[12], 10, 64)
+				u.cpu = time.Duration(ut+st) * time.Second / clockTicks
+			}
+		}
+	}
+	if status, body, err := c.do(context.Background(), http.MethodGet, "/metrics", nil, nil); err == nil && status == http.StatusOK {
+		for line := range strings.SplitSeq(string(body), "\n") {
+			if v, ok := strings.CutPrefix(line, "go_memstats_alloc_bytes_total "); ok {
+				u.alloc, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
+			}
+		}
+	}
+	return u
 }

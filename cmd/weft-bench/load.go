@@ -28,6 +28,22 @@ type result struct {
 	lat      []time.Duration // end-to-end latency of the ok ones, sorted
 	rss, hwm float64         // engine VmRSS and VmHWM at the phase's end, MB
 	skipped  bool
+	// What the engine spent on the phase, per execution: CPU time, and
+	// bytes allocated (0 when unknown).
+	cpuPerExec   time.Duration
+	allocPerExec float64
+}
+
+// setCost sets the phase's cost per execution from the engine's usage
+// before and after it.
+func (r *result) setCost(before, after usage) {
+	if r.ok == 0 {
+		return
+	}
+	r.cpuPerExec = (after.cpu - before.cpu) / time.Duration(r.ok)
+	if before.alloc > 0 && after.alloc > before.alloc {
+		r.allocPerExec = (after.alloc - before.alloc) / float64(r.ok)
+	}
 }
 
 func (r *result) errorCount() int {

@@ -146,10 +146,13 @@ func run(ctx context.Context, cfg config) error {
 	fmt.Printf("  user, API key and workflows ready (seed %s, diamond %s)\n", s.seedID, s.diamond)
 
 	var results []result
+	var before usage
+	begin := func() { before = eng.usage(c) }
 	record := func(r result) {
 		r.rss, r.hwm = eng.rss()
-		fmt.Printf("  -> %s: %d ok, %.0f exec/s, %.0f steps/s, p50 %s p99 %s, %d errors, RSS %.0f MB (peak %.0f MB), load avg %s\n",
-			r.name, r.ok, r.execRate(), r.stepRate(), ms(r.pct(50)), ms(r.pct(99)), r.errorCount(), r.rss, r.hwm, loadavg())
+		r.setCost(before, eng.usage(c))
+		fmt.Printf("  -> %s: %d ok, %.0f exec/s, %.0f steps/s, p50 %s p99 %s, %d errors, RSS %.0f MB (peak %.0f MB), engine CPU %s and %.1f KB allocated per execution, load avg %s\n",
+			r.name, r.ok, r.execRate(), r.stepRate(), ms(r.pct(50)), ms(r.pct(99)), r.errorCount(), r.rss, r.hwm, us(r.cpuPerExec), r.allocPerExec/1024, loadavg())
 		if r.errorCount() > 0 {
 			fmt.Printf("     errors: %s\n", r.errorSummary())
 		}
@@ -166,13 +169,16 @@ func run(ctx context.Context, cfg config) error {
 
 	fmt.Println("== phase A: POST /api/executions?wait=5s, seed shape")
 	d1 := min(10*time.Second, cfg.durationA)
+	begin()
 	record(httpLoad(ctx, c, s, "A c=1", 1, d1, cfg.requests1, eng))
 	if ctx.Err() == nil {
+		begin()
 		record(httpLoad(ctx, c, s, fmt.Sprintf("A c=%d", cfg.c), cfg.c, cfg.durationA, 0, eng))
 	}
 
 	if cfg.diamond > 0 && ctx.Err() == nil {
 		fmt.Printf("== phase B: %d diamond executions published to weft.executions.submit\n", cfg.diamond)
+		begin()
 		r, err := natsBurst(ctx, eng.natsURL, s, runID, cfg.diamond, cfg.timeoutB, eng)
 		if err != nil && ctx.Err() == nil {
 			fmt.Printf("  phase B: %v\n", err)
@@ -183,6 +189,7 @@ func run(ctx context.Context, cfg config) error {
 
 	if cfg.sustain > 0 && ctx.Err() == nil {
 		fmt.Printf("== phase C: sustained c=%d for %s\n", cfg.c, cfg.sustain)
+		begin()
 		record(httpLoad(ctx, c, s, fmt.Sprintf("C c=%d %s", cfg.c, cfg.sustain), cfg.c, cfg.sustain, 0, eng))
 	}
 
@@ -206,21 +213,38 @@ func printTable(cfg config, mode string, raws []rawResult, idle float64, results
 		fmt.Printf("raw JetStream hop (consume → publish → PubAck → ack, file store), %s: %.0f hops/s\n", label, r.rate())
 	}
 	fmt.Printf("engine RSS idle: %.0f MB\n\n", idle)
-	fmt.Printf("%-20s %10s %7s %8s %12s %9s %9s %9s %7s %14s\n",
-		"phase", "executions", "errors", "exec/s", "node steps/s", "p50", "p95", "p99", "RSS MB", "steps/s ÷ raw")
+	fmt.Printf("%-20s %10s %7s %8s %12s %9s %9s %9s %7s %14s %10s %8s\n",
+		"phase", "executions", "errors", "exec/s", "node steps/s", "p50", "p95", "p99", "RSS MB", "steps/s ÷ raw", "CPU/exec", "KB/exec")
 	for _, r := range results {
 		ratio := "-"
 		if raw > 0 {
 			ratio = fmt.Sprintf("%.2f", r.stepRate()/raw)
 		}
-		fmt.Printf("%-20s %10d %7d %8.0f %12.0f %9s %9s %9s %7.0f %14s\n",
-			r.name, r.ok, r.errorCount(), r.execRate(), r.stepRate(), ms(r.pct(50)), ms(r.pct(95)), ms(r.pct(99)), r.rss, ratio)
+		fmt.Printf("%-20s %10d %7d %8.0f %12.0f %9s %9s %9s %7.0f %14s %10s %8.1f\n",
+			r.name, r.ok, r.errorCount(), r.execRate(), r.stepRate(), ms(r.pct(50)), ms(r.pct(95)), ms(r.pct(99)), r.rss, ratio,
+			us(r.cpuPerExec), r.allocPerExec/1024)
+	}
+	// What the CPU per execution means on this machine: the rate the
+	// engine would reach with every core to itself.
+	for _, r := range results {
+		if r.cpuPerExec > 0 && strings.HasPrefix(r.name, "C ") {
+			fmt.Printf("at %s of engine CPU per execution, %d cores give at most %.0f executions/s with nothing else running (the load generator shares them here)\n",
+				us(r.cpuPerExec), runtime.NumCPU(), float64(runtime.NumCPU())*float64(time.Second)/float64(r.cpuPerExec))
+		}
 	}
 	for _, r := range results {
 		if r.errorCount() > 0 {
 			fmt.Printf("errors in %s: %s\n", r.name, r.errorSummary())
 		}
 	}
+}
+
+// us formats a CPU time per execution in microseconds.
+func us(d time.Duration) string {
+	if d <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0fµs", float64(d)/1e3)
 }
 
 // ms formats a latency in milliseconds.
