@@ -3,6 +3,7 @@ package events
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"strconv"
 	"strings"
 	"sync"
@@ -101,7 +102,8 @@ const MaxResultExecution = 256 << 10
 // every json.RawMessage, to check what was just encoded. The header
 // HeaderExecutionAt says where the view starts, so that a waiter takes it
 // without decoding the result (see ResultExecution). A nil view leaves it
-// out. The message's data is b's: it is valid while b is not reused.
+// out; so does one that cannot be encoded, and the error says why. The
+// message's data is b's: it is valid while b is not reused.
 func Result(b *bytes.Buffer, executionID string, event []byte, view any) (*nats.Msg, error) {
 	m := nats.NewMsg(ResultSubject(executionID))
 	m.Data = event
@@ -121,7 +123,7 @@ func Result(b *bytes.Buffer, executionID string, event []byte, view any) (*nats.
 		// Encode ends what it writes with a newline, which the closing
 		// brace replaces.
 		if err := gojson.NewEncoder(b).Encode(v); err != nil {
-			return nil, err
+			return m, err
 		}
 		b.Truncate(b.Len() - 1)
 	}
@@ -140,7 +142,9 @@ var resultBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // PublishResult publishes an execution's result (see Result) on nc. It is
 // built in a recycled buffer, which the publish copies out: a result is
-// sent once per execution, and a view is most of its bytes.
+// sent once per execution, and a view is most of its bytes. A view that
+// cannot be encoded is left out, and its error returned, with the result
+// published all the same: waiters then read the execution from the store.
 func PublishResult(nc *nats.Conn, executionID string, event []byte, view any) error {
 	b := resultBufs.Get().(*bytes.Buffer)
 	defer func() {
@@ -148,11 +152,8 @@ func PublishResult(nc *nats.Conn, executionID string, event []byte, view any) er
 			resultBufs.Put(b)
 		}
 	}()
-	m, err := Result(b, executionID, event, view)
-	if err != nil {
-		return err
-	}
-	return nc.PublishMsg(m)
+	m, encErr := Result(b, executionID, event, view)
+	return errors.Join(encErr, nc.PublishMsg(m))
 }
 
 // ResultExecution is the execution's view that a result carries, taken

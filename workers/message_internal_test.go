@@ -38,8 +38,7 @@ func TestResult(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, data, same, "encoded bytes pass through")
 
-	// Without a view (too large to travel), the result is the event, and
-	// says it carries none.
+	// Without a view, the result is the event, and says it carries none.
 	bare, err := events.Result(&buf, "x1", data, nil)
 	require.NoError(t, err)
 	require.Equal(t, data, bare.Data)
@@ -50,6 +49,18 @@ func TestResult(t *testing.T) {
 	require.Equal(t, data, big.Data, "a view too large to travel is left out")
 	_, ok = events.ResultExecution(big)
 	require.False(t, ok)
+	edge := append([]byte(`"`), bytes.Repeat([]byte("x"), events.MaxResultExecution-2)...)
+	edge = append(edge, '"')
+	fits, err := events.Result(&buf, "x1", data, edge)
+	require.NoError(t, err)
+	at, ok = events.ResultExecution(fits)
+	require.True(t, ok, "a view of exactly the limit travels")
+	require.Len(t, at, events.MaxResultExecution)
+
+	// A view that cannot be encoded is left out, and the error says why.
+	bad, err := events.Result(&buf, "x1", data, map[string]any{"f": func() {}})
+	require.Error(t, err)
+	require.Equal(t, data, bad.Data)
 	huge, err := events.Result(&buf, "x1", data, map[string]string{"s": strings.Repeat("x", events.MaxResultExecution)})
 	require.NoError(t, err)
 	require.Equal(t, data, huge.Data, "a view encoded too large to travel is left out")

@@ -701,6 +701,9 @@ func encodeEndedNodes(nodes map[string]*persistence.NodeState) (string, error) {
 	var b strings.Builder
 	size := 2
 	for id, n := range nodes {
+		if n == nil {
+			continue // refused below, by ValidNode
+		}
 		// Room for each node's output and error, and its other fields.
 		size += len(id) + len(n.Output) + 160
 		if n.Error != nil {

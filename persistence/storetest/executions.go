@@ -662,7 +662,11 @@ func testExecutionsNotFound(t *testing.T, b *bundle) {
 
 func testExecutionsInvalid(t *testing.T, b *bundle) {
 	e := b.execution(t, newExecution(b.ann, "01JWF", ""))
+	fresh := newExecution(b.ann, "01JWF", "")
 	for _, u := range []persistence.ExecutionUpdate{
+		// Recorded as it ends, in one write: its nodes are checked too.
+		{ID: fresh.ID, Create: fresh, Nodes: map[string]*persistence.NodeState{"a": nil},
+			Finish: &persistence.Finish{Status: persistence.StatusCompleted, At: when}},
 		{ID: e.ID, Finish: &persistence.Finish{Status: persistence.StatusRunning, At: when}},
 		{ID: e.ID, Finish: &persistence.Finish{Status: persistence.NodeSkipped, At: when}},
 		{ID: e.ID, Nodes: map[string]*persistence.NodeState{"a": nil}},
@@ -675,4 +679,6 @@ func testExecutionsInvalid(t *testing.T, b *bundle) {
 	require.NoError(t, err)
 	require.Equal(t, persistence.StatusQueued, got.Status)
 	require.Empty(t, got.Nodes)
+	_, err = b.store.GetExecution(b.ctx, b.ann.ID, fresh.ID)
+	requireCode(t, events.CodeNotFound, err)
 }

@@ -52,8 +52,12 @@ func ValidateInputs(def *Definition, inputs map[string]any) (map[string]any, []e
 }
 
 // ValidateInputs is ValidateInputs of the graph's definition, with its
-// fields read once, when it was compiled.
+// fields read once, when it was compiled (a graph made otherwise reads
+// them now).
 func (g *Graph) ValidateInputs(inputs map[string]any) (map[string]any, []events.FieldError) {
+	if g.inputs == nil && g.Definition != nil {
+		return ValidateInputs(g.Definition, inputs)
+	}
 	return validateInputs(g.inputs, g.inputNames, inputs)
 }
 
