@@ -96,7 +96,7 @@ const MaxResultExecution = 256 << 10
 // Result is the message of an execution's result, built in b: the encoded
 // event, with the execution's view, when there is one no larger than
 // MaxResultExecution, added as its "execution" member. The view is
-// encoded straight into b (a []byte or json.RawMessage is taken as
+// appended to b by the encoder (a []byte or json.RawMessage is taken as
 // encoded), after the event, rather than set on the event before encoding:
 // the encoder would parse and compact the whole view again, as it does with
 // every json.RawMessage, to check what was just encoded. The header
