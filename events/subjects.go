@@ -140,12 +140,14 @@ func Result(b *bytes.Buffer, executionID string, event []byte, view any) (*nats.
 // that grew past a megabyte is let go.
 var resultBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// PublishResult publishes an execution's result (see Result) on nc. It is
-// built in a recycled buffer, which the publish copies out: a result is
-// sent once per execution, and a view is most of its bytes. A view that
-// cannot be encoded is left out, and its error returned, with the result
-// published all the same: waiters then read the execution from the store.
-func PublishResult(nc *nats.Conn, executionID string, event []byte, view any) error {
+// PublishResult publishes an execution's result (see Result) on nc, and
+// first hands a copy to local, the waiters of this process, when there is
+// one. It is built in a recycled buffer, which the publish copies out: a
+// result is sent once per execution, and a view is most of its bytes. A
+// view that cannot be encoded is left out, and its error returned, with the
+// result published all the same: waiters then read the execution from the
+// store.
+func PublishResult(nc *nats.Conn, local *LocalResults, executionID string, event []byte, view any) error {
 	b := resultBufs.Get().(*bytes.Buffer)
 	defer func() {
 		if b.Cap() <= 1<<20 {
@@ -153,7 +155,46 @@ func PublishResult(nc *nats.Conn, executionID string, event []byte, view any) er
 		}
 	}()
 	m, encErr := Result(b, executionID, event, view)
+	local.deliver(m)
 	return errors.Join(encErr, nc.PublishMsg(m))
+}
+
+// LocalResults hands the results of executions that end in this process
+// to the requests waiting for them here, ahead of their copy over NATS: a
+// request answered in the process that ran its execution (weft dev, or a
+// process with both the ingress and the workers roles) skips a trip
+// through the NATS server, about a tenth of its latency at concurrency 1.
+// The copy over NATS is still published, for waiters elsewhere; a waiter
+// answered here has gone when it arrives. The zero value and nil deliver
+// nothing.
+type LocalResults struct {
+	mu sync.RWMutex
+	to func(*nats.Msg)
+}
+
+// Receive sets where results go: one receiver at a time, nil for none.
+// The receiver may keep the message it is given.
+func (l *LocalResults) Receive(to func(*nats.Msg)) {
+	l.mu.Lock()
+	l.to = to
+	l.mu.Unlock()
+}
+
+// deliver hands the receiver a copy of m, whose data is about to be reused.
+func (l *LocalResults) deliver(m *nats.Msg) {
+	if l == nil {
+		return
+	}
+	l.mu.RLock()
+	to := l.to
+	l.mu.RUnlock()
+	if to == nil {
+		return
+	}
+	c := nats.NewMsg(m.Subject)
+	c.Header = m.Header
+	c.Data = bytes.Clone(m.Data)
+	to(c)
 }
 
 // ResultExecution is the execution's view that a result carries, taken

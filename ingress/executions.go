@@ -666,7 +666,7 @@ func (s *Server) cancelExecution(c *fiber.Ctx) error {
 	data, _ := json.Marshal(ev)
 	// The result first, with the execution, for the requests waiting for
 	// it; then the event, stored without it.
-	_ = events.PublishResult(s.deps.NC, ex.ID, data, v)
+	_ = events.PublishResult(s.deps.NC, s.deps.Results, ex.ID, data, v)
 	msg := nats.NewMsg(events.EventSubject(ex.ID, events.KindCancelled))
 	msg.Data = data
 	msg.Header.Set(events.HeaderMsgID, ex.ID+"."+events.KindCancelled)

@@ -87,8 +87,11 @@ type Deps struct {
 	// unsigned and the starter reads each execution from the store.
 	SubmitKey []byte
 	// AI serves the AI dashboard; nil answers it with 503.
-	AI  AI
-	Now func() time.Time
+	AI AI
+	// Results, when set, brings this process's waiters the results of the
+	// executions that end in this process, ahead of NATS.
+	Results *events.LocalResults
+	Now     func() time.Time
 }
 
 // Server is the HTTP API.
@@ -166,6 +169,9 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 		s.waiters.stop()
 		return nil, err
 	}
+	if deps.Results != nil {
+		deps.Results.Receive(s.waiters.deliver)
+	}
 	s.app = fiber.New(fiber.Config{
 		AppName:                 "weft",
 		BodyLimit:               cfg.BodyLimit,
@@ -197,6 +203,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.once.Do(func() {
 		close(s.done)
 		_ = s.runSub.Drain()
+		if s.deps.Results != nil {
+			s.deps.Results.Receive(nil)
+		}
 		s.waiters.stop()
 		s.wfCache.stop()
 		s.authStop()

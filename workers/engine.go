@@ -57,8 +57,11 @@ type Config struct {
 	// (events.SubmissionKey of the shared secret). Without it a signed
 	// submission is refused.
 	SubmitKey []byte
-	Log       *slog.Logger
-	Now       func() time.Time
+	// Results, when set, takes the results of executions that end here to
+	// the waiters of this process before they go over NATS.
+	Results *events.LocalResults
+	Log     *slog.Logger
+	Now     func() time.Time
 }
 
 // Engine runs executions.

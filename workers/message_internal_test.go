@@ -7,9 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/weftdev/weft/events"
+	"github.com/weftdev/weft/events/natstest"
 	"github.com/weftdev/weft/persistence"
 )
 
@@ -99,4 +101,43 @@ func TestDecodeAdmissionIsStrict(t *testing.T) {
 	require.Error(t, decodeAdmission([]byte(`{"executionId":"x1","priority":9}`), &ad))
 	require.Error(t, decodeAdmission([]byte(`{"executionId":"x1"} {}`), &ad))
 	require.Error(t, decodeAdmission([]byte(`[1]`), &ad))
+}
+
+// TestPublishResultHandsACopyToLocalWaiters: a result goes to this
+// process's receiver first, as a copy that outlives the recycled buffer it
+// was built in, and over NATS all the same; without a receiver, or with
+// none set, only over NATS.
+func TestPublishResultHandsACopyToLocalWaiters(t *testing.T) {
+	nc, _ := natstest.Connect(t, natstest.Start(t))
+	sub, err := nc.SubscribeSync(events.ResultFilter)
+	require.NoError(t, err)
+	require.NoError(t, nc.Flush())
+
+	var local events.LocalResults
+	var got []*nats.Msg
+	local.Receive(func(m *nats.Msg) { got = append(got, m) })
+	data := []byte(`{"executionId":"x1","kind":"completed"}`)
+	for _, view := range []string{`{"id":"x1","n":1}`, `{"id":"x1","n":22222}`} {
+		require.NoError(t, events.PublishResult(nc, &local, "x1", data, json.RawMessage(view)))
+	}
+	require.Len(t, got, 2)
+	for i, want := range []string{`{"id":"x1","n":1}`, `{"id":"x1","n":22222}`} {
+		require.Equal(t, events.ResultSubject("x1"), got[i].Subject)
+		view, ok := events.ResultExecution(got[i])
+		require.True(t, ok)
+		require.Equal(t, want, string(view), "result %d, after the buffer was used again", i)
+		over, err := sub.NextMsg(5 * time.Second)
+		require.NoError(t, err)
+		require.Equal(t, string(got[i].Data), string(over.Data), "the same result over NATS")
+	}
+
+	local.Receive(nil)
+	require.NoError(t, events.PublishResult(nc, &local, "x2", data, nil))
+	require.NoError(t, events.PublishResult(nc, nil, "x3", data, nil))
+	require.Len(t, got, 2, "no receiver, nothing handed over")
+	for _, id := range []string{"x2", "x3"} {
+		over, err := sub.NextMsg(5 * time.Second)
+		require.NoError(t, err)
+		require.Equal(t, events.ResultSubject(id), over.Subject)
+	}
 }

@@ -446,7 +446,7 @@ func (s *step) publishEnd(publish func(subject, msgID string, v any) error, base
 	// they answer from it without reading the store. Core NATS, like the
 	// event's own delivery to them: lost only with a subscriber's
 	// connection.
-	if err := events.PublishResult(s.e.js.Conn(), ex.ID, data, View(ex, nil)); err != nil {
+	if err := events.PublishResult(s.e.js.Conn(), s.e.cfg.Results, ex.ID, data, View(ex, nil)); err != nil {
 		return err
 	}
 	// The end is published once per execution for good, not only within

@@ -169,6 +169,9 @@ type Main struct {
 	router    *providers.Router
 	engine    *workers.Engine
 	api       *ingress.Server
+	// results takes the results of executions that end here to the
+	// requests waiting here, when the process has both roles.
+	results events.LocalResults
 }
 
 // Run starts every part of the process and returns once it serves.
@@ -369,6 +372,7 @@ func (m *Main) startEngine(ctx context.Context) error {
 		Concurrency: m.Config.Concurrency,
 		Settings:    m.settings(),
 		SubmitKey:   m.submitKey,
+		Results:     &m.results,
 		Runners: map[string]nodes.Runner{
 			// Side-effecting nodes on this process's store and router.
 			flow.TypeDatabase:    nodes.NewDatabase(nodes.DatabaseConfig{Store: m.store}).Runner,
@@ -483,6 +487,7 @@ func (m *Main) startIngress(ctx context.Context) error {
 		Registry:  reg,
 		SubmitKey: m.submitKey,
 		AI:        m.router,
+		Results:   &m.results,
 		Checks: []ingress.Check{
 			{Name: "nats", Ping: func(context.Context) error { _, err := m.nc.RTT(); return err }},
 			{Name: "store", Ping: m.store.Ping},
