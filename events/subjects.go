@@ -172,12 +172,19 @@ type LocalResults struct {
 	to func(*nats.Msg)
 }
 
-// Receive sets where results go: one receiver at a time, nil for none.
-// The receiver may keep the message it is given.
+// Receive sets where results go: one receiver at a time (the process's
+// ingress), nil for none. The receiver may keep the message it is given.
 func (l *LocalResults) Receive(to func(*nats.Msg)) {
 	l.mu.Lock()
 	l.to = to
 	l.mu.Unlock()
+}
+
+// Receiving reports whether a receiver is set.
+func (l *LocalResults) Receiving() bool {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.to != nil
 }
 
 // deliver hands the receiver a copy of m, whose data is about to be reused.

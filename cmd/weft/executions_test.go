@@ -555,3 +555,17 @@ func TestAWaitThatRunsOutIsRecorded(t *testing.T) {
 		}
 	}
 }
+
+// TestResultsHandedOverInProcess: a process with both the ingress and the
+// workers gives its waiters the results of the executions it ends in
+// process; its ingress stops taking them when it shuts down. A process
+// without the ingress has nobody to hand them to.
+func TestResultsHandedOverInProcess(t *testing.T) {
+	b := setup(t)
+	require.True(t, b.main.results.Receiving())
+	b.main.Close()
+	require.False(t, b.main.results.Receiving())
+
+	workersOnly := setup(t, func(c *Config) { c.Roles = []string{"workers", "projector"} })
+	require.False(t, workersOnly.main.results.Receiving())
+}
