@@ -107,22 +107,23 @@ const MaxResultExecution = 256 << 10
 func Result(b *bytes.Buffer, executionID string, event []byte, view any) (*nats.Msg, error) {
 	m := nats.NewMsg(ResultSubject(executionID))
 	m.Data = event
-	if view == nil {
-		return m, nil
+	encoded, isEncoded := view.([]byte)
+	if raw, ok := view.(json.RawMessage); ok {
+		encoded, isEncoded = raw, true
+	}
+	if view == nil || isEncoded && len(encoded) == 0 {
+		return m, nil // no view, typed nil included
 	}
 	b.Reset()
 	b.Write(event[:len(event)-1]) // without its closing brace
 	b.WriteString(`,"execution":`)
 	at := b.Len()
-	switch v := view.(type) {
-	case []byte:
-		b.Write(v)
-	case json.RawMessage:
-		b.Write(v)
-	default:
+	if isEncoded {
+		b.Write(encoded)
+	} else {
 		// Encode ends what it writes with a newline, which the closing
 		// brace replaces.
-		if err := gojson.NewEncoder(b).Encode(v); err != nil {
+		if err := gojson.NewEncoder(b).Encode(view); err != nil {
 			return m, err
 		}
 		b.Truncate(b.Len() - 1)

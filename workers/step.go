@@ -443,8 +443,9 @@ func (s *step) publishEnd(publish func(subject, msgID string, v any) error, base
 		return err
 	}
 	// The result first, so that it reaches waiters before the event:
-	// they answer from it without reading the store. Core NATS, like the
-	// event's own delivery to them: lost only with a subscriber's
+	// they answer from it without reading the store. Handed to this
+	// process's waiters directly, and over core NATS to the others, like
+	// the event's own delivery to them: lost only with a subscriber's
 	// connection.
 	if err := events.PublishResult(s.e.js.Conn(), s.e.cfg.Results, ex.ID, data, View(ex, nil)); err != nil {
 		return err
