@@ -156,7 +156,9 @@ func PublishResult(nc *nats.Conn, local *LocalResults, executionID string, event
 		}
 	}()
 	m, encErr := Result(b, executionID, event, view)
-	local.deliver(m)
+	if local.deliver(m) && local.conn != nil {
+		nc = local.conn // not echoed to the waiters it was handed to
+	}
 	return errors.Join(encErr, nc.PublishMsg(m))
 }
 
@@ -165,12 +167,37 @@ func PublishResult(nc *nats.Conn, local *LocalResults, executionID string, event
 // request answered in the process that ran its execution (weft dev, or a
 // process with both the ingress and the workers roles) skips a trip
 // through the NATS server, about 0.1 ms at concurrency 1.
-// The copy over NATS is still published, for waiters elsewhere; a waiter
-// answered here has gone when it arrives. The zero value and nil deliver
-// nothing.
+// The copy over NATS is still published, for waiters elsewhere. With a
+// connection of its own (NewLocalResults), which this process's waiters
+// subscribe on, that copy goes out on it and the server does not echo it
+// back to them: a waiter answered here would have gone when it arrived,
+// and reading a result to drop it costs about as much as handing it over.
+// The zero value and nil deliver nothing.
 type LocalResults struct {
-	mu sync.RWMutex
-	to func(*nats.Msg)
+	mu   sync.RWMutex
+	to   func(*nats.Msg)
+	conn *nats.Conn
+}
+
+// NewLocalResults returns a hand-over whose results go out on conn, which
+// must not echo (nats.NoEcho), and on which the receiver's process
+// subscribes to results (Conn). A nil conn publishes them on the
+// publisher's connection.
+func NewLocalResults(conn *nats.Conn) (*LocalResults, error) {
+	if conn != nil && !conn.Opts.NoEcho {
+		return nil, errors.New("events: the results connection must be made with nats.NoEcho")
+	}
+	return &LocalResults{conn: conn}, nil
+}
+
+// Conn is the connection to subscribe to results on in the receiver's
+// process: the one the results handed over are published on, so that they
+// are not delivered there twice. Nil when there is none.
+func (l *LocalResults) Conn() *nats.Conn {
+	if l == nil {
+		return nil
+	}
+	return l.conn
 }
 
 // Receive sets where results go: one receiver at a time (the process's
@@ -188,21 +215,23 @@ func (l *LocalResults) Receiving() bool {
 	return l.to != nil
 }
 
-// deliver hands the receiver a copy of m, whose data is about to be reused.
-func (l *LocalResults) deliver(m *nats.Msg) {
+// deliver hands the receiver a copy of m, whose data is about to be
+// reused, and reports whether there was one.
+func (l *LocalResults) deliver(m *nats.Msg) bool {
 	if l == nil {
-		return
+		return false
 	}
 	l.mu.RLock()
 	to := l.to
 	l.mu.RUnlock()
 	if to == nil {
-		return
+		return false
 	}
 	c := nats.NewMsg(m.Subject)
 	c.Header = m.Header
 	c.Data = bytes.Clone(m.Data)
 	to(c)
+	return true
 }
 
 // ResultExecution is the execution's view that a result carries, taken

@@ -89,7 +89,8 @@ type Deps struct {
 	// AI serves the AI dashboard; nil answers it with 503.
 	AI AI
 	// Results, when set, brings this process's waiters the results of the
-	// executions that end in this process, ahead of NATS.
+	// executions that end in this process, ahead of NATS; the waiters
+	// subscribe on its connection, when it has one.
 	Results *events.LocalResults
 	Now     func() time.Time
 }
@@ -162,7 +163,13 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 	if s.wfCache, err = newWorkflowCache(deps.Store, deps.Cache, deps.NC); err != nil {
 		return nil, err
 	}
-	if s.waiters, err = startWaiters(deps.NC, s.publishQueued); err != nil {
+	// The waiters listen where the results handed to them are published,
+	// which does not echo those back.
+	resultsNC := deps.NC
+	if c := deps.Results.Conn(); c != nil {
+		resultsNC = c
+	}
+	if s.waiters, err = startWaiters(resultsNC, s.publishQueued); err != nil {
 		return nil, err
 	}
 	if s.runSub, err = deps.NC.QueueSubscribe(events.SubjectRun, "weft-ingress", s.serveRunAsync); err != nil {

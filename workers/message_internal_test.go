@@ -148,3 +148,49 @@ func TestPublishResultHandsACopyToLocalWaiters(t *testing.T) {
 		require.Equal(t, events.ResultSubject(id), over.Subject)
 	}
 }
+
+// TestHandedOverResultsAreNotEchoed: with a connection of its own, a result
+// handed over in process goes out on it, so the waiters of that process,
+// subscribed there, do not read it a second time, while every other
+// connection gets it; a result not handed over goes out on the
+// publisher's connection, and reaches them.
+func TestHandedOverResultsAreNotEchoed(t *testing.T) {
+	url := natstest.Start(t)
+	nc, _ := natstest.Connect(t, url)
+	_, err := events.NewLocalResults(nc)
+	require.Error(t, err, "a connection that echoes")
+
+	quiet, err := nats.Connect(url, nats.NoEcho())
+	require.NoError(t, err)
+	t.Cleanup(quiet.Close)
+	local, err := events.NewLocalResults(quiet)
+	require.NoError(t, err)
+	require.Same(t, quiet, local.Conn())
+	here, err := quiet.SubscribeSync(events.ResultFilter)
+	require.NoError(t, err)
+	elsewhere, err := nc.SubscribeSync(events.ResultFilter)
+	require.NoError(t, err)
+	require.NoError(t, quiet.Flush())
+	require.NoError(t, nc.Flush())
+
+	var handed []string
+	local.Receive(func(m *nats.Msg) { handed = append(handed, m.Subject) })
+	data := []byte(`{"executionId":"x1","kind":"completed"}`)
+	require.NoError(t, events.PublishResult(nc, local, "x1", data, json.RawMessage(`{"id":"x1"}`)))
+	local.Receive(nil)
+	require.NoError(t, events.PublishResult(nc, local, "x2", data, nil))
+
+	require.Equal(t, []string{events.ResultSubject("x1")}, handed)
+	var got []string // from two connections: in either order
+	for range 2 {
+		m, err := elsewhere.NextMsg(5 * time.Second)
+		require.NoError(t, err)
+		got = append(got, m.Subject)
+	}
+	require.ElementsMatch(t, []string{events.ResultSubject("x1"), events.ResultSubject("x2")}, got)
+	m, err := here.NextMsg(5 * time.Second)
+	require.NoError(t, err)
+	require.Equal(t, events.ResultSubject("x2"), m.Subject, "only the result not handed over")
+	_, err = here.NextMsg(100 * time.Millisecond)
+	require.ErrorIs(t, err, nats.ErrTimeout)
+}

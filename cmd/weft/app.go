@@ -171,7 +171,7 @@ type Main struct {
 	api       *ingress.Server
 	// results takes the results of executions that end here to the
 	// requests waiting here, when the process has both roles.
-	results events.LocalResults
+	results *events.LocalResults
 }
 
 // Run starts every part of the process and returns once it serves.
@@ -248,6 +248,20 @@ func (m *Main) startNATS(ctx context.Context) error {
 		return fmt.Errorf("nats %s: %w", redact(url), err)
 	}
 	m.onClose(func() { _ = nc.Drain(); waitClosed(nc) })
+	var resultsNC *nats.Conn
+	if slices.Contains(m.Config.Roles, "ingress") && slices.Contains(m.Config.Roles, "workers") {
+		// Results handed over in process go out on a connection of their
+		// own that does not echo them to the waiters here (see
+		// events.LocalResults).
+		resultsNC, err = nats.Connect(url, append(opts, nats.Name("weft-results"), nats.NoEcho())...)
+		if err != nil {
+			return fmt.Errorf("nats %s: %w", redact(url), err)
+		}
+		m.onClose(func() { _ = resultsNC.Drain(); waitClosed(resultsNC) })
+	}
+	if m.results, err = events.NewLocalResults(resultsNC); err != nil {
+		return err
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return err
@@ -372,7 +386,7 @@ func (m *Main) startEngine(ctx context.Context) error {
 		Concurrency: m.Config.Concurrency,
 		Settings:    m.settings(),
 		SubmitKey:   m.submitKey,
-		Results:     &m.results,
+		Results:     m.results,
 		Runners: map[string]nodes.Runner{
 			// Side-effecting nodes on this process's store and router.
 			flow.TypeDatabase:    nodes.NewDatabase(nodes.DatabaseConfig{Store: m.store}).Runner,
@@ -487,7 +501,7 @@ func (m *Main) startIngress(ctx context.Context) error {
 		Registry:  reg,
 		SubmitKey: m.submitKey,
 		AI:        m.router,
-		Results:   &m.results,
+		Results:   m.results,
 		Checks: []ingress.Check{
 			{Name: "nats", Ping: func(context.Context) error { _, err := m.nc.RTT(); return err }},
 			{Name: "store", Ping: m.store.Ping},

@@ -563,9 +563,11 @@ func TestAWaitThatRunsOutIsRecorded(t *testing.T) {
 func TestResultsHandedOverInProcess(t *testing.T) {
 	b := setup(t)
 	require.True(t, b.main.results.Receiving())
+	require.NotNil(t, b.main.results.Conn(), "both roles: results go out without echo")
 	b.main.Close()
 	require.False(t, b.main.results.Receiving())
 
 	workersOnly := setup(t, func(c *Config) { c.Roles = []string{"workers", "projector"} })
 	require.False(t, workersOnly.main.results.Receiving())
+	require.Nil(t, workersOnly.main.results.Conn())
 }
