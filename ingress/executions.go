@@ -700,6 +700,22 @@ func (s *Server) executionLogs(c *fiber.Ctx) error {
 	return c.JSON(fiber.Map{"items": items})
 }
 
+// withExecution is a terminal event with the execution, read from the
+// store, as its result carries it; the event alone if it cannot be read.
+func (s *Server) withExecution(userID, id string, event []byte) []byte {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	view, _, err := s.loadView(ctx, userID, id)
+	if err != nil {
+		return event
+	}
+	m, err := events.Result(new(bytes.Buffer), id, event, view)
+	if err != nil {
+		return event
+	}
+	return m.Data
+}
+
 // executionEvents streams an execution's transitions as Server-Sent
 // Events: first a snapshot of its state, then every event as it is
 // published, and the stream ends with the execution.
@@ -764,6 +780,7 @@ func (s *Server) executionEvents(c *fiber.Ctx) error {
 				}
 			case m := <-ch:
 				kind := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+				data := m.Data
 				if _, ok := events.ExecutionOfResult(m.Subject); ok {
 					var end struct {
 						Kind string `json:"kind"`
@@ -772,8 +789,15 @@ func (s *Server) executionEvents(c *fiber.Ctx) error {
 						continue
 					}
 					kind = end.Kind
+				} else if events.TerminalKind(kind) {
+					// The terminal event came before the result: a result
+					// handed over in the process that ended the execution
+					// goes out on another connection than the event (see
+					// events.LocalResults). The store has the execution
+					// once its end is published.
+					data = s.withExecution(p.UserID, id, m.Data)
 				}
-				if !write(kind, m.Data) {
+				if !write(kind, data) {
 					return
 				}
 				if events.TerminalKind(kind) || kind == events.KindRejected {

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/weftdev/weft/events"
 	"github.com/weftdev/weft/events/natstest"
 	"github.com/weftdev/weft/persistence"
 )
@@ -251,6 +252,56 @@ func TestEventsStreamEndsWhenItsEndIsMissed(t *testing.T) {
 	}
 	require.Equal(t, `data: {"status":"cancelled"}`, lines[len(lines)-1], strings.Join(lines, "\n"))
 	require.Less(t, time.Since(start), 5*time.Second)
+}
+
+// TestEventsStreamTerminalEventBeforeResult: a terminal event that comes
+// before its result (which travels on another connection when it was
+// handed over in process) is sent with the execution, read from the store.
+func TestEventsStreamTerminalEventBeforeResult(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	u := b.register(t)
+	wf := b.workflow(t, u, seedWorkflow())
+	b.main.engine.Stop()
+	id := b.submit(t, u, wf, "sse")
+	resp := b.events(t, u.Token, id)
+
+	// Ended and announced by its event alone, no result.
+	ctx := context.Background()
+	at := time.Now().UTC()
+	_, err := b.main.store.ApplyExecution(ctx, persistence.ExecutionUpdate{ID: id, Start: &at,
+		Finish: &persistence.Finish{Status: persistence.StatusCompleted, At: at, Output: []byte(`{"verdict":"small"}`)}})
+	require.NoError(t, err)
+	data, err := json.Marshal(events.Event{ExecutionID: id, Kind: events.KindCompleted, At: at})
+	require.NoError(t, err)
+	msg := nats.NewMsg(events.EventSubject(id, events.KindCompleted))
+	msg.Data = data
+	msg.Header.Set(events.HeaderMsgID, id+".completed")
+	_, err = b.main.js.PublishMsg(ctx, msg)
+	require.NoError(t, err)
+
+	var completed string
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if sc.Text() == "event: completed" && sc.Scan() {
+			completed = strings.TrimPrefix(sc.Text(), "data: ")
+			break
+		}
+	}
+	var end struct {
+		Kind      string `json:"kind"`
+		Execution struct {
+			ID     string         `json:"id"`
+			Status string         `json:"status"`
+			Output map[string]any `json:"output"`
+		} `json:"execution"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(completed), &end), completed)
+	require.Equal(t, "completed", end.Kind)
+	require.Equal(t, id, end.Execution.ID)
+	require.Equal(t, "completed", end.Execution.Status)
+	require.Equal(t, map[string]any{"verdict": "small"}, end.Execution.Output)
 }
 
 // submit starts an execution of the seed workflow without waiting: it is
