@@ -196,25 +196,20 @@ func (e *Engine) Stop() {
 }
 
 // consume runs handle on the consumer's messages, Concurrency at a time:
-// one Consume callback feeds a fixed set of goroutines.
+// one Consume callback hands them to a workerPool, and waits while
+// Concurrency of its goroutines are busy. A process runs a pool per node
+// type, most of them idle most of the time: a fixed set of 64 goroutines
+// each was stack memory that every collection visited.
 func (e *Engine) consume(ctx context.Context, stream string, cc jetstream.ConsumerConfig, handle func(context.Context, jetstream.Msg)) error {
 	cons, err := e.js.CreateOrUpdateConsumer(ctx, stream, cc)
 	if err != nil {
 		return fmt.Errorf("consumer %s: %w", cc.Durable, err)
 	}
-	work := make(chan jetstream.Msg)
+	pool := newWorkerPool(e.cfg.Concurrency, idleWorker)
 	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	var wg sync.WaitGroup
-	for range e.cfg.Concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for m := range work {
-				e.safely(hctx, cc.Durable, handle, m)
-			}
-		}()
-	}
-	sub, err := cons.Consume(func(m jetstream.Msg) { work <- m },
+	sub, err := cons.Consume(func(m jetstream.Msg) {
+		pool.run(func() { e.safely(hctx, cc.Durable, handle, m) })
+	},
 		jetstream.PullMaxMessages(2*e.cfg.Concurrency),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
@@ -223,19 +218,21 @@ func (e *Engine) consume(ctx context.Context, stream string, cc jetstream.Consum
 		}))
 	if err != nil {
 		cancel()
-		close(work)
-		wg.Wait()
+		pool.close()
 		return err
 	}
 	e.stops = append(e.stops, func() {
 		sub.Drain()
-		<-sub.Closed()
-		close(work)
-		wg.Wait()
+		<-sub.Closed() // no callback runs after this
+		pool.close()
 		cancel()
 	})
 	return nil
 }
+
+// idleWorker is how long a goroutine of a consumer's pool waits for a
+// message before it ends.
+const idleWorker = 10 * time.Second
 
 // safely runs a handler; a panic is logged and the message redelivered
 // later, so a poison message reaches MaxDeliver instead of killing the

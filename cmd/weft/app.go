@@ -270,9 +270,9 @@ func (m *Main) startNATS(ctx context.Context) error {
 		return err
 	}
 	if embedded != nil {
-		if n, err := natsembed.ShortenBlockCache(embedded, natsembed.BlockCacheExpiry); err != nil {
+		if n, err := natsembed.Tune(embedded, natsembed.Dev); err != nil {
 			// Only memory is at stake: the other streams keep the default.
-			m.Log.Warn("embedded nats: block cache expiry not shortened for every stream", "shortened", n, "err", err)
+			m.Log.Warn("embedded nats: not every stream tuned", "tuned", n, "err", err)
 		}
 	}
 	m.nc, m.js, m.NATSURL = nc, js, url

@@ -13,27 +13,45 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/server"
 )
 
-// BlockCacheExpiry is how long the embedded server keeps a block of a
-// file stream in memory after its last read or write. The server's own
-// value is 10 s and cannot be configured (nats-server issue #5740): a
-// stream written at some megabytes a second keeps ten seconds of its
-// writes in memory, which at `weft dev`'s full rate is about 28 MB of the
-// process's heap. At 1 s it is about 8 MB, with no change in throughput
-// measured: the engine's consumers read what was just written, and one
-// that falls behind reads the block again from the file (the OS keeps it
-// in its page cache).
-const BlockCacheExpiry = time.Second
+// Tuning is what Tune sets on the file streams of the embedded server.
+// Both settings bound the memory the server holds for a stream being
+// written: the block it writes is in memory whole, and recent blocks stay
+// there for CacheExpire after their last read or write.
+type Tuning struct {
+	// CacheExpire is how long a block stays in memory after its last read
+	// or write; 0 leaves the server's choice. The server's own value is 10 s and cannot be configured
+	// (nats-server issue #5740): a stream written at some megabytes a
+	// second keeps ten seconds of its writes in memory, which at `weft
+	// dev`'s full rate is about 28 MB of the process's heap. At 1 s it is
+	// about 8 MB, with no change in throughput measured: the engine's
+	// consumers read what was just written, and one that falls behind
+	// reads the block again from the file (the OS keeps it in its page
+	// cache).
+	CacheExpire time.Duration
+	// BlockSize is the size at which a stream starts a new block, for the
+	// blocks made from then on; 0 leaves the server's choice. The server
+	// picks 4 or 8 MB for `weft dev`'s streams (its only other choice is
+	// 32 KB, for streams limited to 128 KB or less), and the block being
+	// written grows in a buffer from a pool of that size. At 1 MB the
+	// process's live heap under full load is about 5 MB smaller, which the
+	// collector gets as headroom; the streams make a new file every second
+	// or so instead of every few seconds.
+	BlockSize uint64
+}
 
-// ShortenBlockCache sets the block cache expiry of the file streams the
-// server's global account holds when it is called, for the blocks they
-// have and the ones they will make (a stream made later keeps the
-// server's default). It reports how many streams it changed. The setting
-// is not part of the server's API, so it is made through reflection on
-// the server's unexported fields, each read or written under the lock the
-// server takes for it. If a release of the server changes one of them, it
-// returns an error, having changed the streams it reports and no other
-// (TestShortenBlockCache then fails); it does not panic.
-func ShortenBlockCache(srv *natsserver.Server, expire time.Duration) (n int, err error) {
+// Dev is the tuning of `weft dev`'s own server.
+var Dev = Tuning{CacheExpire: time.Second, BlockSize: 1 << 20}
+
+// Tune applies t to the file streams the server's global account holds
+// when it is called, for the blocks they have (the expiry) and the ones
+// they will make (a stream made later keeps the server's defaults). It
+// reports how many streams it changed. The settings are not part of the
+// server's API, so they are made through reflection on the server's
+// unexported fields, each read or written under the lock the server takes
+// for it. If a release of the server changes one of them, it returns an
+// error, having changed the streams it reports and no other (TestTune then
+// fails); it does not panic.
+func Tune(srv *natsserver.Server, t Tuning) (n int, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("embedded nats: %v", r)
@@ -44,7 +62,7 @@ func ShortenBlockCache(srv *natsserver.Server, expire time.Duration) (n int, err
 		return 0, err
 	}
 	for _, fs := range stores {
-		if err := setExpiry(fs, expire); err != nil {
+		if err := tune(fs, t); err != nil {
 			return n, err
 		}
 		n++
@@ -104,9 +122,10 @@ func fileStores(srv *natsserver.Server) (map[string]reflect.Value, error) {
 	return stores, nil
 }
 
-// setExpiry sets the expiry of the file store fs for new blocks, under its
-// lock, and of each block it has, under the block's.
-func setExpiry(fs reflect.Value, expire time.Duration) error {
+// tune sets the block size and expiry of the file store fs for new
+// blocks, under its lock, and the expiry of each block it has, under the
+// block's.
+func tune(fs reflect.Value, t Tuning) error {
 	mu, err := mutex(fs)
 	if err != nil {
 		return err
@@ -121,7 +140,13 @@ func setExpiry(fs reflect.Value, expire time.Duration) error {
 	if !ok {
 		return errors.New("embedded nats: fileStore.fcfg is not a FileStoreConfig")
 	}
-	fcfg.CacheExpire = expire
+	if t.BlockSize > 0 {
+		fcfg.BlockSize = t.BlockSize
+	}
+	if t.CacheExpire <= 0 {
+		return nil
+	}
+	fcfg.CacheExpire = t.CacheExpire
 	blks, err := field(fs, "blks", reflect.Slice)
 	if err != nil {
 		return err
@@ -140,7 +165,7 @@ func setExpiry(fs reflect.Value, expire time.Duration) error {
 			return errors.New("embedded nats: msgBlock.cexp is not a duration")
 		}
 		bmu.Lock()
-		cexp.SetInt(int64(expire))
+		cexp.SetInt(int64(t.CacheExpire))
 		bmu.Unlock()
 	}
 	return nil

@@ -13,7 +13,7 @@ import (
 	"github.com/weftdev/weft/events/natstest"
 )
 
-func TestShortenBlockCache(t *testing.T) {
+func TestTune(t *testing.T) {
 	srv := natstest.StartServer(t)
 	_, js := natstest.Connect(t, srv.ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -53,22 +53,28 @@ func TestShortenBlockCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(10 * time.Second) // the server's default
+	before := len(blockExpiries(t, srv, "FILE"))
 
-	// The blocks the stream has.
-	n, err := ShortenBlockCache(srv, 700*time.Millisecond)
+	// The blocks the stream has; the block size is left alone.
+	n, err := Tune(srv, Tuning{CacheExpire: 700 * time.Millisecond})
 	if err != nil {
-		t.Fatalf("ShortenBlockCache: %v (a nats-server release moved a field it sets)", err)
+		t.Fatalf("Tune: %v (a nats-server release moved a field it sets)", err)
 	}
 	if n != 1 {
 		t.Fatalf("changed %d streams, want the 1 file stream", n)
 	}
 	check(700 * time.Millisecond)
 
+	if got := blockSize(t, srv, "FILE"); got != 32_000 {
+		t.Fatalf("block size %d, want the server's 32000", got)
+	}
+
 	// Changed again while the stream is written to (the race detector
-	// watches); every block made since, and after, has the new expiry.
+	// watches); every block made since, and after, has the new expiry and
+	// size.
 	written := make(chan error, 1)
 	go func() { written <- publish(100, 300) }()
-	if _, err := ShortenBlockCache(srv, 600*time.Millisecond); err != nil {
+	if _, err := Tune(srv, Tuning{CacheExpire: 600 * time.Millisecond, BlockSize: 96_000}); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-written; err != nil {
@@ -78,6 +84,33 @@ func TestShortenBlockCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(600 * time.Millisecond)
+	if got := blockSize(t, srv, "FILE"); got != 96_000 {
+		t.Fatalf("block size %d, want 96000", got)
+	}
+	if after := len(blockExpiries(t, srv, "FILE")); after >= before {
+		t.Fatalf("%d blocks of 96 KB for as many bytes as %d blocks of 32 KB held", after, before)
+	}
+}
+
+// blockSize reads back the size at which a stream starts a new block.
+func blockSize(t *testing.T, srv *natsserver.Server, name string) uint64 {
+	t.Helper()
+	stores, err := fileStores(srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := stores[name]
+	mu, err := mutex(fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.RLock()
+	defer mu.RUnlock()
+	cfg, err := field(fs, "fcfg", reflect.Struct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg.Addr().Interface().(*natsserver.FileStoreConfig).BlockSize
 }
 
 // blockExpiries reads back the cache expiry of each block of a stream.

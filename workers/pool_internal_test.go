@@ -1,0 +1,46 @@
+package workers
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestWorkerPool: at most size tasks run at once, run waits for a free
+// worker, idle workers end, and close waits for the tasks that run.
+func TestWorkerPool(t *testing.T) {
+	const size = 4
+	p := newWorkerPool(size, 50*time.Millisecond)
+	var running, most atomic.Int32
+	release := make(chan struct{})
+	task := func() {
+		n := running.Add(1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		<-release
+		running.Add(-1)
+	}
+	var submitted sync.WaitGroup
+	for range 2 * size {
+		submitted.Go(func() { p.run(task) })
+	}
+	require.Eventually(t, func() bool { return running.Load() == size }, 5*time.Second, time.Millisecond)
+	time.Sleep(20 * time.Millisecond)
+	require.Equal(t, int32(size), running.Load(), "no more than size at once")
+	close(release)
+	submitted.Wait() // every run returned: its task was taken
+	require.Eventually(t, func() bool { return running.Load() == 0 }, 5*time.Second, time.Millisecond)
+	require.Equal(t, int32(size), most.Load())
+
+	// Idle, the workers end.
+	require.Eventually(t, func() bool { return len(p.slots) == 0 }, 5*time.Second, 5*time.Millisecond)
+
+	// close waits for a task that runs.
+	var done atomic.Bool
+	p.run(func() { time.Sleep(50 * time.Millisecond); done.Store(true) })
+	p.close()
+	require.True(t, done.Load())
+}
