@@ -68,8 +68,10 @@ func TestResult(t *testing.T) {
 	require.Equal(t, data, huge.Data, "a view encoded too large to travel is left out")
 
 	// A view given as a value is encoded into the result, where the
-	// header says, as the encoder writes it alone.
-	v := View(&persistence.Execution{ID: "x1", Status: "completed", Output: json.RawMessage(`{"a":[1, 2]}`),
+	// header says, as the encoder writes it alone (an ExecutionView by
+	// its own AppendJSON, which takes its raw values as the store's
+	// encoder wrote them, compact).
+	v := View(&persistence.Execution{ID: "x1", Status: "completed", Output: json.RawMessage(`{"a":[1,2]}`),
 		CreatedAt: time.Unix(1700000000, 0).UTC()}, nil)
 	enc, err := encodeMessage(v)
 	require.NoError(t, err)
@@ -80,6 +82,17 @@ func TestResult(t *testing.T) {
 	require.Equal(t, string(enc), string(at))
 	require.NoError(t, json.Unmarshal(encoded.Data, &got))
 	require.JSONEq(t, string(enc), string(got.Execution))
+	// A view of another type goes through the encoder, which compacts it.
+	other, err := events.Result(&buf, "x1", data, map[string]json.RawMessage{"output": json.RawMessage(`{"a":[1, 2]}`)})
+	require.NoError(t, err)
+	at, ok = events.ResultExecution(other)
+	require.True(t, ok)
+	require.Equal(t, `{"output":{"a":[1,2]}}`, string(at))
+	// A time JSON cannot hold: the view is left out, and the error says why.
+	v.CreatedAt = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
+	far, err := events.Result(&buf, "x1", data, v)
+	require.Error(t, err)
+	require.Equal(t, data, far.Data)
 
 	for _, bad := range []string{"", "x", "-1", "0", "100000", "5", "30"} {
 		m, err := events.Result(&buf, "x1", data, view)
