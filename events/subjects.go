@@ -103,7 +103,8 @@ const MaxResultExecution = 256 << 10
 // appends its own encoding, without the encoder. The header
 // HeaderExecutionAt says where the view starts, so that a waiter takes it
 // without decoding the result (see ResultExecution). A nil view leaves it
-// out; so does one that cannot be encoded, and the error says why. The
+// out; so does one that cannot be encoded, or an event that does not end
+// as a JSON object does, and the error says why. The
 // message's data is b's: it is valid while b is not reused.
 func Result(b *bytes.Buffer, executionID string, event []byte, view any) (*nats.Msg, error) {
 	m := nats.NewMsg(ResultSubject(executionID))
@@ -114,6 +115,9 @@ func Result(b *bytes.Buffer, executionID string, event []byte, view any) (*nats.
 	}
 	if view == nil || isEncoded && len(encoded) == 0 {
 		return m, nil // no view, typed nil included
+	}
+	if len(event) < 2 || event[len(event)-1] != '}' {
+		return m, errors.New("events: a result's event must be a JSON object")
 	}
 	b.Reset()
 	b.Write(event[:len(event)-1]) // without its closing brace
@@ -154,9 +158,11 @@ type JSONAppender interface {
 // that grew past a megabyte is let go.
 var resultBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// PublishResult publishes an execution's result (see Result) on nc, and
-// first hands a copy to local, the waiters of this process, when there is
-// one. It is built in a recycled buffer, which the publish copies out: a
+// PublishResult publishes an execution's result (see Result), and first
+// hands a copy to local, the waiters of this process, when there is one.
+// It goes out on nc, or on local's own connection when it was handed over
+// (see LocalResults); results and events may then reach another process's
+// subscribers in either order. It is built in a recycled buffer, which the publish copies out: a
 // result is sent once per execution, and a view is most of its bytes. A
 // view that cannot be encoded is left out, and its error returned, with the
 // result published all the same: waiters then read the execution from the

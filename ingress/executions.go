@@ -31,7 +31,8 @@ const (
 
 // waiters hands the ends of executions to the requests waiting for them:
 // an execution's result (events.ResultSubject), published by whoever
-// ends it, just before its terminal event. It is the terminal event with
+// ends it, before its terminal event (on another connection, when it was
+// handed over in process: see events.LocalResults). It is the terminal event with
 // the whole execution in it, which they answer from, or without it (a
 // refusal; an execution too large to travel, which they read from the
 // store). One wildcard subscription serves every waiter of the process: a
@@ -67,6 +68,12 @@ func startWaiters(nc *nats.Conn, publish func(*events.Event)) (*waiters, error) 
 		return nil, err
 	}
 	_ = sub.SetPendingLimits(1<<20, 1<<30)
+	// The server has the subscription before any submission goes out,
+	// which may be on another connection.
+	if err := nc.Flush(); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, err
+	}
 	w.sub = sub
 	go w.announce()
 	return w, nil
@@ -701,15 +708,24 @@ func (s *Server) executionLogs(c *fiber.Ctx) error {
 }
 
 // withExecution is a terminal event with the execution, read from the
-// store, as its result carries it; the event alone if it cannot be read.
+// store, as its result carries it; the event as it came if the execution
+// cannot be read or the event is not a JSON object.
 func (s *Server) withExecution(userID, id string, event []byte) []byte {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	view, _, err := s.loadView(ctx, userID, id)
+	go func() { // nor past shutdown
+		select {
+		case <-s.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	ex, err := s.deps.Store.GetExecution(ctx, userID, id)
 	if err != nil {
 		return event
 	}
-	m, err := events.Result(new(bytes.Buffer), id, event, view)
+	view := workers.View(ex, nil)
+	m, err := events.Result(new(bytes.Buffer), id, event, &view)
 	if err != nil {
 		return event
 	}
@@ -729,9 +745,9 @@ func (s *Server) executionEvents(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	// The result, into the same channel: it comes just before the
-	// terminal event and, unlike the event, carries the whole execution,
-	// so it is sent in the event's place.
+	// The result, into the same channel: unlike the terminal event it
+	// carries the whole execution, so whichever of the two comes first is
+	// sent, with the execution (see withExecution).
 	result, err := s.deps.NC.ChanSubscribe(events.ResultSubject(id), ch)
 	if err != nil {
 		_ = sub.Unsubscribe()

@@ -208,7 +208,9 @@ func (e *Engine) consume(ctx context.Context, stream string, cc jetstream.Consum
 	pool := newWorkerPool(e.cfg.Concurrency, idleWorker)
 	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	sub, err := cons.Consume(func(m jetstream.Msg) {
-		pool.run(func() { e.safely(hctx, cc.Durable, handle, m) })
+		if !pool.run(func() { e.safely(hctx, cc.Durable, handle, m) }) {
+			_ = m.Nak() // stopping: another process, or the next start, takes it
+		}
 	},
 		jetstream.PullMaxMessages(2*e.cfg.Concurrency),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
@@ -223,8 +225,9 @@ func (e *Engine) consume(ctx context.Context, stream string, cc jetstream.Consum
 	}
 	e.stops = append(e.stops, func() {
 		sub.Drain()
-		<-sub.Closed() // no callback runs after this
-		pool.close()
+		<-sub.Closed()
+		pool.close() // a callback still running after this runs nothing
+
 		cancel()
 	})
 	return nil

@@ -88,6 +88,13 @@ func TestResult(t *testing.T) {
 	at, ok = events.ResultExecution(other)
 	require.True(t, ok)
 	require.Equal(t, `{"output":{"a":[1,2]}}`, string(at))
+	// An event that is not a JSON object gets no view, and the error
+	// says why; nothing panics on an empty one.
+	for _, ev := range []string{"", "}", `{"kind":"completed"}` + "\n", "[1]"} {
+		m, err := events.Result(&buf, "x1", []byte(ev), v)
+		require.Error(t, err, "%q", ev)
+		require.Equal(t, ev, string(m.Data))
+	}
 	// A time JSON cannot hold: the view is left out, and the error says why.
 	v.CreatedAt = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
 	far, err := events.Result(&buf, "x1", data, v)

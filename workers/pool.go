@@ -13,30 +13,47 @@ import (
 type workerPool struct {
 	work  chan func()   // unbuffered: taken only by an idle worker
 	slots chan struct{} // one per running worker
+	quit  chan struct{} // closed by close
 	idle  time.Duration
-	wg    sync.WaitGroup
+
+	mu     sync.Mutex // orders starting a worker with close
+	closed bool
+	wg     sync.WaitGroup
 }
 
 func newWorkerPool(size int, idle time.Duration) *workerPool {
-	return &workerPool{work: make(chan func()), slots: make(chan struct{}, size), idle: idle}
+	return &workerPool{work: make(chan func()), slots: make(chan struct{}, size), quit: make(chan struct{}), idle: idle}
 }
 
 // run runs task on an idle worker, or on a new one, and waits while size
-// workers are busy. It must not be called once close has been.
-func (p *workerPool) run(task func()) {
+// workers are busy. It reports false, having run nothing, once the pool is
+// closed.
+func (p *workerPool) run(task func()) bool {
 	select {
 	case p.work <- task:
-		return
+		return true
 	default:
 	}
 	select {
 	case p.work <- task:
+		return true
 	case p.slots <- struct{}{}:
-		p.wg.Go(func() { p.worker(task) })
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.closed {
+			<-p.slots
+			return false
+		}
+		p.wg.Add(1)
+		go p.worker(task)
+		return true
+	case <-p.quit:
+		return false
 	}
 }
 
 func (p *workerPool) worker(task func()) {
+	defer p.wg.Done()
 	defer func() { <-p.slots }()
 	t := time.NewTimer(p.idle)
 	defer t.Stop()
@@ -44,19 +61,23 @@ func (p *workerPool) worker(task func()) {
 		task()
 		t.Reset(p.idle)
 		select {
-		case next, ok := <-p.work:
-			if !ok {
-				return
-			}
-			task = next
+		case task = <-p.work:
 		case <-t.C:
+			return
+		case <-p.quit:
 			return
 		}
 	}
 }
 
-// close waits for the tasks that run and ends the workers.
+// close waits for the tasks that run and ends the workers; a run from
+// then on runs nothing.
 func (p *workerPool) close() {
-	close(p.work)
+	p.mu.Lock()
+	if !p.closed {
+		p.closed = true
+		close(p.quit)
+	}
+	p.mu.Unlock()
 	p.wg.Wait()
 }

@@ -25,7 +25,7 @@ func TestWorkerPool(t *testing.T) {
 	}
 	var submitted sync.WaitGroup
 	for range 2 * size {
-		submitted.Go(func() { p.run(task) })
+		submitted.Go(func() { require.True(t, p.run(task)) })
 	}
 	require.Eventually(t, func() bool { return running.Load() == size }, 5*time.Second, time.Millisecond)
 	time.Sleep(20 * time.Millisecond)
@@ -38,9 +38,11 @@ func TestWorkerPool(t *testing.T) {
 	// Idle, the workers end.
 	require.Eventually(t, func() bool { return len(p.slots) == 0 }, 5*time.Second, 5*time.Millisecond)
 
-	// close waits for a task that runs.
+	// close waits for a task that runs; after it, run runs nothing.
 	var done atomic.Bool
-	p.run(func() { time.Sleep(50 * time.Millisecond); done.Store(true) })
+	require.True(t, p.run(func() { time.Sleep(50 * time.Millisecond); done.Store(true) }))
 	p.close()
 	require.True(t, done.Load())
+	require.False(t, p.run(func() { t.Error("ran after close") }))
+	p.close() // again: nothing
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"runtime/debug"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	json "github.com/goccy/go-json"
 	"github.com/nats-io/nats.go"
@@ -266,7 +268,14 @@ func (s *step) record(n *flow.CompiledNode, attempt int, start time.Time, out an
 		} else {
 			st.Status, st.Output = persistence.StatusCompleted, raw
 			s.set(n.ID, st)
-			delete(s.outputs, n.ID) // decoded from JSON on use: the same types inline and across hops
+			// Successors read the output as decoding its JSON gives it
+			// back, inline as across hops: the value itself when it is
+			// already that, else decoded from the JSON on use.
+			if decodedForm(out) {
+				s.outputs[n.ID] = out
+			} else {
+				delete(s.outputs, n.ID)
+			}
 			return
 		}
 	}
@@ -277,6 +286,44 @@ func (s *step) record(n *flow.CompiledNode, attempt int, start time.Time, out an
 	if n.OnError != "continue" {
 		s.failure = &persistence.ExecutionError{NodeID: n.ID, Code: ne.Code, Message: ne.Message}
 	}
+}
+
+// decodedForm reports whether v is what decoding its own JSON encoding
+// gives back: nil, booleans, finite float64s, strings of valid UTF-8,
+// []any and map[string]any (not nil: those encode as null) of those.
+// Anything else (integers, other types, which decode as something else)
+// is decoded from the JSON. Node outputs are never changed once made, so
+// successors may share one.
+func decodedForm(v any) bool {
+	switch x := v.(type) {
+	case nil, bool:
+		return true
+	case float64:
+		return !math.IsNaN(x) && !math.IsInf(x, 0)
+	case string:
+		return utf8.ValidString(x)
+	case []any:
+		if x == nil {
+			return false
+		}
+		for _, e := range x {
+			if !decodedForm(e) {
+				return false
+			}
+		}
+		return true
+	case map[string]any:
+		if x == nil {
+			return false
+		}
+		for k, e := range x {
+			if !utf8.ValidString(k) || !decodedForm(e) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }
 
 // finishIfDone ends the execution when a node failed it or every node is
@@ -442,11 +489,12 @@ func (s *step) publishEnd(publish func(subject, msgID string, v any) error, base
 	if err != nil {
 		return err
 	}
-	// The result first, so that it reaches waiters before the event:
-	// they answer from it without reading the store. Handed to this
-	// process's waiters directly, and over core NATS to the others, like
-	// the event's own delivery to them: lost only with a subscriber's
-	// connection.
+	// The result first: waiters answer from it without reading the
+	// store. Handed to this process's waiters directly, and over core
+	// NATS to the others, like the event's own delivery to them: lost
+	// only with a subscriber's connection. Over NATS it may go out on
+	// another connection than the event (see events.LocalResults), so a
+	// subscriber to both may get them in either order.
 	if err := events.PublishResult(s.e.js.Conn(), s.e.cfg.Results, ex.ID, data, View(ex, nil)); err != nil {
 		return err
 	}

@@ -17,8 +17,11 @@ import (
 // formats every time through MarshalJSON; a view is encoded once per
 // execution that ends, and its raw values (inputs, outputs) are most of
 // its bytes. The raw values are taken as they are: they are the store's,
-// written by the engine's encoder. A time outside the years 0 to 9999,
-// which JSON cannot hold, is an error, as it is for the encoder.
+// written compact by the engine's encoder (the encoder would compact them,
+// and refuse one that is not JSON). Node ids sort the same raw as encoded,
+// as flow allows them (letters, digits, '_'); the encoder sorts keys by
+// their encoding. A time outside the years 0 to 9999, a NaN or an
+// infinity, which JSON cannot hold, is an error, as for the encoder.
 func (v ExecutionView) AppendJSON(b []byte) ([]byte, error) {
 	var err error
 	b = append(b, `{"id":`...)
@@ -75,7 +78,9 @@ func (v ExecutionView) AppendJSON(b []byte) ([]byte, error) {
 	}
 	b = append(b, `,"durationMs":`...)
 	if v.DurationMs != nil {
-		b = appendFloat(b, *v.DurationMs)
+		if b, err = appendFloat(b, *v.DurationMs); err != nil {
+			return nil, err
+		}
 	} else {
 		b = append(b, "null"...)
 	}
@@ -106,7 +111,9 @@ func (n *NodeView) appendJSON(b []byte) ([]byte, error) {
 	}
 	if n.DurationMs != nil {
 		b = append(b, `,"durationMs":`...)
-		b = appendFloat(b, *n.DurationMs)
+		if b, err = appendFloat(b, *n.DurationMs); err != nil {
+			return nil, err
+		}
 	}
 	if len(n.Output) > 0 {
 		b = append(b, `,"output":`...)
@@ -159,24 +166,26 @@ func appendTimeOrNull(b []byte, t *time.Time) ([]byte, error) {
 
 // appendFloat appends f as the engine's encoder does: the shortest
 // decimal that reads back as f, in exponent form only for very small or
-// large values (2.5e-09, where encoding/json writes 2.5e-9).
-// NaN and infinities, which JSON cannot hold, are never durations; they
-// are written as null.
-func appendFloat(b []byte, f float64) []byte {
+// large values (2.5e-09, where encoding/json writes 2.5e-9). NaN and
+// infinities, which JSON cannot hold, are an error, as for the encoder.
+func appendFloat(b []byte, f float64) ([]byte, error) {
 	if math.IsNaN(f) || math.IsInf(f, 0) {
-		return append(b, "null"...)
+		return nil, errBadFloat
 	}
 	format := byte('f')
 	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
 		format = 'e'
 	}
-	return strconv.AppendFloat(b, f, format, -1, 64)
+	return strconv.AppendFloat(b, f, format, -1, 64), nil
 }
+
+var errBadFloat = errors.New("NaN or an infinity cannot be encoded")
 
 const hexDigits = "0123456789abcdef"
 
-// appendString appends s as a JSON string as encoding/json does: HTML
-// characters, control characters, U+2028 and U+2029 escaped, and invalid
+// appendString appends s as a JSON string as the engine's encoder does:
+// HTML characters, control characters (\u0008 and \u000c where
+// encoding/json writes \b and \f), U+2028 and U+2029 escaped, and invalid
 // UTF-8 replaced by U+FFFD.
 func appendString(b []byte, s string) []byte {
 	b = append(b, '"')

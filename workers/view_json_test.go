@@ -2,6 +2,7 @@ package workers
 
 import (
 	"encoding/json"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -84,6 +85,14 @@ func TestAppendJSONIsTheEncoders(t *testing.T) {
 	_, err := v.AppendJSON(nil)
 	require.Error(t, err)
 	v.CreatedAt = time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	for _, bad := range []float64{math.NaN(), math.Inf(1)} {
+		v.DurationMs = &bad
+		_, err = v.AppendJSON(nil)
+		require.Error(t, err)
+		_, err = gojson.Marshal(v)
+		require.Error(t, err, "the encoder refuses it too")
+	}
+	v.DurationMs = nil
 	got, err := v.AppendJSON([]byte("prefix:"))
 	require.NoError(t, err)
 	require.True(t, strings.HasPrefix(string(got), `prefix:{"id":"x",`), string(got))

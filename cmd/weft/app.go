@@ -279,6 +279,25 @@ func (m *Main) startNATS(ctx context.Context) error {
 	return nil
 }
 
+// readiness is what /readyz checks: NATS (both connections, when results
+// have one of their own), the store and Redis.
+func (m *Main) readiness() []ingress.Check {
+	return []ingress.Check{
+		{Name: "nats", Ping: func(context.Context) error {
+			if _, err := m.nc.RTT(); err != nil {
+				return err
+			}
+			if rc := m.results.Conn(); rc != nil {
+				_, err := rc.RTT()
+				return err
+			}
+			return nil
+		}},
+		{Name: "store", Ping: m.store.Ping},
+		{Name: "redis", Ping: func(ctx context.Context) error { return m.rdb.Ping(ctx).Err() }},
+	}
+}
+
 func (m *Main) settings() events.Settings {
 	maxBytes := m.Config.EventsMaxBytes
 	if maxBytes == 0 && m.Config.Mode == ModeDev {
@@ -502,11 +521,7 @@ func (m *Main) startIngress(ctx context.Context) error {
 		SubmitKey: m.submitKey,
 		AI:        m.router,
 		Results:   m.results,
-		Checks: []ingress.Check{
-			{Name: "nats", Ping: func(context.Context) error { _, err := m.nc.RTT(); return err }},
-			{Name: "store", Ping: m.store.Ping},
-			{Name: "redis", Ping: func(ctx context.Context) error { return m.rdb.Ping(ctx).Err() }},
-		},
+		Checks:    m.readiness(),
 	})
 	if err != nil {
 		return err

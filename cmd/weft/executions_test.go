@@ -615,10 +615,12 @@ func TestResultsHandedOverInProcess(t *testing.T) {
 	b := setup(t)
 	require.True(t, b.main.results.Receiving())
 	require.NotNil(t, b.main.results.Conn(), "both roles: results go out without echo")
+	require.NoError(t, b.main.readiness()[0].Ping(context.Background()), "/readyz's nats check pings both connections")
 	b.main.Close()
 	require.False(t, b.main.results.Receiving())
 
 	workersOnly := setup(t, func(c *Config) { c.Roles = []string{"workers", "projector"} })
 	require.False(t, workersOnly.main.results.Receiving())
 	require.Nil(t, workersOnly.main.results.Conn())
+	require.NoError(t, workersOnly.main.readiness()[0].Ping(context.Background()))
 }

@@ -141,6 +141,10 @@ func tune(fs reflect.Value, t Tuning) error {
 		return errors.New("embedded nats: fileStore.fcfg is not a FileStoreConfig")
 	}
 	if t.BlockSize > 0 {
+		if t.BlockSize < natsserver.FileStoreMinBlkSize || t.BlockSize > natsserver.FileStoreMaxBlkSize {
+			return fmt.Errorf("embedded nats: a block size of %d is outside the server's %d to %d", t.BlockSize,
+				natsserver.FileStoreMinBlkSize, natsserver.FileStoreMaxBlkSize)
+		}
 		fcfg.BlockSize = t.BlockSize
 	}
 	if t.CacheExpire <= 0 {

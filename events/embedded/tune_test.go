@@ -65,6 +65,11 @@ func TestTune(t *testing.T) {
 	}
 	check(700 * time.Millisecond)
 
+	for _, size := range []uint64{1000, 64 << 20} {
+		if _, err := Tune(srv, Tuning{BlockSize: size}); err == nil {
+			t.Fatalf("a block size of %d was taken", size)
+		}
+	}
 	if got := blockSize(t, srv, "FILE"); got != 32_000 {
 		t.Fatalf("block size %d, want the server's 32000", got)
 	}
