@@ -304,9 +304,10 @@ func (m *Main) settings() events.Settings {
 		// One machine's worth: every retained execution costs the embedded
 		// server memory for its subjects, and dev needs days of history
 		// less than it needs a flat footprint. Under 32 MiB the server
-		// also cuts the stream into 4 MB blocks instead of 8 MB ones, and
-		// it keeps the recent blocks in memory: 30 MiB (about 80,000
-		// events) took 20 to 40 MB off the process under full load.
+		// also cuts the stream into 4 MB blocks instead of 8 MB ones (1 MB
+		// once natsembed.Tune has run), and it keeps the recent blocks in
+		// memory: 30 MiB (about 80,000 events) took 20 to 40 MB off the
+		// process under full load.
 		maxBytes = 30 << 20
 	}
 	maxMsgs := m.Config.EventsMaxMsgs
