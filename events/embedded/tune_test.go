@@ -100,17 +100,8 @@ func TestTune(t *testing.T) {
 // blockSize reads back the size at which a stream starts a new block.
 func blockSize(t *testing.T, srv *natsserver.Server, name string) uint64 {
 	t.Helper()
-	stores, err := fileStores(srv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fs := stores[name]
-	mu, err := mutex(fs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mu.RLock()
-	defer mu.RUnlock()
+	fs, unlock := lockedStore(t, srv, name)
+	defer unlock()
 	cfg, err := field(fs, "fcfg", reflect.Struct)
 	if err != nil {
 		t.Fatal(err)
@@ -118,8 +109,8 @@ func blockSize(t *testing.T, srv *natsserver.Server, name string) uint64 {
 	return cfg.Addr().Interface().(*natsserver.FileStoreConfig).BlockSize
 }
 
-// blockExpiries reads back the cache expiry of each block of a stream.
-func blockExpiries(t *testing.T, srv *natsserver.Server, name string) []time.Duration {
+// lockedStore is a stream's file store, read-locked until unlock.
+func lockedStore(t *testing.T, srv *natsserver.Server, name string) (fs reflect.Value, unlock func()) {
 	t.Helper()
 	stores, err := fileStores(srv)
 	if err != nil {
@@ -134,7 +125,14 @@ func blockExpiries(t *testing.T, srv *natsserver.Server, name string) []time.Dur
 		t.Fatal(err)
 	}
 	mu.RLock()
-	defer mu.RUnlock()
+	return fs, mu.RUnlock
+}
+
+// blockExpiries reads back the cache expiry of each block of a stream.
+func blockExpiries(t *testing.T, srv *natsserver.Server, name string) []time.Duration {
+	t.Helper()
+	fs, unlock := lockedStore(t, srv, name)
+	defer unlock()
 	blks, err := field(fs, "blks", reflect.Slice)
 	if err != nil {
 		t.Fatal(err)
