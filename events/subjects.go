@@ -161,12 +161,12 @@ var resultBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // PublishResult publishes an execution's result (see Result), and first
 // hands a copy to local, the waiters of this process, when there is one.
 // It goes out on nc, or on local's own connection when it was handed over
-// (see LocalResults); results and events may then reach another process's
-// subscribers in either order. It is built in a recycled buffer, which the publish copies out: a
-// result is sent once per execution, and a view is most of its bytes. A
-// view that cannot be encoded is left out, and its error returned, with the
-// result published all the same: waiters then read the execution from the
-// store.
+// (see LocalResults); results and events may then reach another
+// process's subscribers in either order. It is built in a recycled
+// buffer, which the publish copies out: a result is sent once per
+// execution, and a view is most of its bytes. A view that cannot be
+// encoded is left out, and its error returned, with the result published
+// all the same: waiters then read the execution from the store.
 func PublishResult(nc *nats.Conn, local *LocalResults, executionID string, event []byte, view any) error {
 	b := resultBufs.Get().(*bytes.Buffer)
 	defer func() {

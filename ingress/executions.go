@@ -32,10 +32,10 @@ const (
 // waiters hands the ends of executions to the requests waiting for them:
 // an execution's result (events.ResultSubject), published by whoever
 // ends it, before its terminal event (on another connection, when it was
-// handed over in process: see events.LocalResults). It is the terminal event with
-// the whole execution in it, which they answer from, or without it (a
-// refusal; an execution too large to travel, which they read from the
-// store). One wildcard subscription serves every waiter of the process: a
+// handed over in process: see events.LocalResults). It is the terminal
+// event with the whole execution in it, which they answer from, or
+// without it (a refusal; an execution too large to travel, which they
+// read from the store). One wildcard subscription serves every waiter of the process: a
 // subscription per request costs twice as much.
 //
 // It also announces as queued the executions submitted here that have not
