@@ -103,8 +103,8 @@ const MaxResultExecution = 256 << 10
 // appends its own encoding, without the encoder. The header
 // HeaderExecutionAt says where the view starts, so that a waiter takes it
 // without decoding the result (see ResultExecution). A nil view leaves it
-// out; so does one that cannot be encoded, or an event that does not end
-// as a JSON object does, and the error says why. The
+// out; so does one that cannot be encoded, or an event that is not a JSON
+// object with members, and the error says why. The
 // message's data is b's: it is valid while b is not reused.
 func Result(b *bytes.Buffer, executionID string, event []byte, view any) (*nats.Msg, error) {
 	m := nats.NewMsg(ResultSubject(executionID))
@@ -116,8 +116,9 @@ func Result(b *bytes.Buffer, executionID string, event []byte, view any) (*nats.
 	if view == nil || isEncoded && len(encoded) == 0 {
 		return m, nil // no view, typed nil included
 	}
-	if len(event) < 2 || event[len(event)-1] != '}' {
-		return m, errors.New("events: a result's event must be a JSON object")
+	event = bytes.TrimSpace(event)
+	if len(event) < 2 || event[0] != '{' || event[len(event)-1] != '}' || len(bytes.TrimSpace(event[1:len(event)-1])) == 0 {
+		return m, errors.New("events: a result's event must be a JSON object with members")
 	}
 	b.Reset()
 	b.Write(event[:len(event)-1]) // without its closing brace

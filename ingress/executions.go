@@ -764,6 +764,11 @@ func (s *Server) executionEvents(c *fiber.Ctx) error {
 		return err
 	}
 	unsubscribe := func() { _ = sub.Unsubscribe(); _ = result.Unsubscribe(); _ = tokens.Unsubscribe() }
+	// The server has the subscriptions before the snapshot is read.
+	if err := s.deps.NC.FlushTimeout(5 * time.Second); err != nil {
+		unsubscribe()
+		return err
+	}
 	view, ex, err := s.loadView(ctx, p.UserID, id)
 	if err != nil {
 		unsubscribe()

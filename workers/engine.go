@@ -225,9 +225,11 @@ func (e *Engine) consume(ctx context.Context, stream string, cc jetstream.Consum
 	}
 	e.stops = append(e.stops, func() {
 		sub.Drain()
+		// The tasks that run finish; the messages still buffered for the
+		// callback are given back (Nak) rather than run, so that stopping
+		// takes as long as the longest task, not the whole buffer.
+		pool.close()
 		<-sub.Closed()
-		pool.close() // a callback still running after this runs nothing
-
 		cancel()
 	})
 	return nil

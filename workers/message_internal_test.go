@@ -90,11 +90,17 @@ func TestResult(t *testing.T) {
 	require.Equal(t, `{"output":{"a":[1,2]}}`, string(at))
 	// An event that is not a JSON object gets no view, and the error
 	// says why; nothing panics on an empty one.
-	for _, ev := range []string{"", "}", `{"kind":"completed"}` + "\n", "[1]"} {
+	for _, ev := range []string{"", "}", "{}", "{ \n}", `"x}`, "[1]"} {
 		m, err := events.Result(&buf, "x1", []byte(ev), v)
 		require.Error(t, err, "%q", ev)
 		require.Equal(t, ev, string(m.Data))
 	}
+	// Space around the event is not kept.
+	spaced, err := events.Result(&buf, "x1", append([]byte(" \n"), append(data, '\n')...), v)
+	require.NoError(t, err)
+	at, ok = events.ResultExecution(spaced)
+	require.True(t, ok)
+	require.Equal(t, string(enc), string(at))
 	// A time JSON cannot hold: the view is left out, and the error says why.
 	v.CreatedAt = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
 	far, err := events.Result(&buf, "x1", data, v)

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -25,7 +26,7 @@ func TestWorkerPool(t *testing.T) {
 	}
 	var submitted sync.WaitGroup
 	for range 2 * size {
-		submitted.Go(func() { require.True(t, p.run(task)) })
+		submitted.Go(func() { assert.True(t, p.run(task)) })
 	}
 	require.Eventually(t, func() bool { return running.Load() == size }, 5*time.Second, time.Millisecond)
 	time.Sleep(20 * time.Millisecond)
@@ -45,4 +46,29 @@ func TestWorkerPool(t *testing.T) {
 	require.True(t, done.Load())
 	require.False(t, p.run(func() { t.Error("ran after close") }))
 	p.close() // again: nothing
+}
+
+// TestWorkerPoolCloseWhileRunWaits: a run waiting for a free worker when
+// close starts either runs its task or reports false, and close returns
+// only after the task that ran.
+func TestWorkerPoolCloseWhileRunWaits(t *testing.T) {
+	p := newWorkerPool(1, time.Minute)
+	release := make(chan struct{})
+	var first, second atomic.Bool
+	require.True(t, p.run(func() { <-release; first.Store(true) }))
+	waited := make(chan bool)
+	go func() { waited <- p.run(func() { second.Store(true) }) }()
+	time.Sleep(20 * time.Millisecond) // the second run waits: the one worker is busy
+	closed := make(chan struct{})
+	go func() { p.close(); close(closed) }()
+	select {
+	case <-closed:
+		t.Fatal("close returned while a task ran")
+	case <-time.After(20 * time.Millisecond):
+	}
+	close(release)
+	ran := <-waited
+	<-closed
+	require.True(t, first.Load())
+	require.Equal(t, ran, second.Load(), "run reports whether its task ran")
 }

@@ -292,8 +292,11 @@ func (s *step) record(n *flow.CompiledNode, attempt int, start time.Time, out an
 // gives back: nil, booleans, finite float64s, strings of valid UTF-8,
 // []any and map[string]any (not nil: those encode as null) of those.
 // Anything else (integers, other types, which decode as something else)
-// is decoded from the JSON. Node outputs are never changed once made, so
-// successors may share one.
+// is decoded from the JSON. Successors then share the value (an INPUT
+// node's output is the map expressions see as input): runners and
+// expressions must not change what they are given or what they returned,
+// and none does (expr-lang cannot, flow.Render and the pure runners build
+// new values).
 func decodedForm(v any) bool {
 	switch x := v.(type) {
 	case nil, bool:
@@ -496,7 +499,10 @@ func (s *step) publishEnd(publish func(subject, msgID string, v any) error, base
 	// another connection than the event (see events.LocalResults), so a
 	// subscriber to both may get them in either order.
 	if err := events.PublishResult(s.e.js.Conn(), s.e.cfg.Results, ex.ID, data, View(ex, nil)); err != nil {
-		return err
+		// Best effort, like every core NATS message: the end event, which
+		// must be stored, goes out all the same (waiters then read the
+		// store, or learn of the end from a later poll).
+		s.e.log.Warn("result not published whole", "execution", ex.ID, "err", err)
 	}
 	// The end is published once per execution for good, not only within
 	// the duplicate window: the stream refuses it when its subject holds a

@@ -93,6 +93,11 @@ func TestAppendJSONIsTheEncoders(t *testing.T) {
 		require.Error(t, err, "the encoder refuses it too")
 	}
 	v.DurationMs = nil
+	nan := math.NaN()
+	v.Nodes = map[string]NodeView{"n": {Type: "TRANSFORM", Status: "completed", DurationMs: &nan}}
+	_, err = v.AppendJSON(nil)
+	require.Error(t, err, "a node's duration too")
+	v.Nodes = nil
 	got, err := v.AppendJSON([]byte("prefix:"))
 	require.NoError(t, err)
 	require.True(t, strings.HasPrefix(string(got), `prefix:{"id":"x",`), string(got))

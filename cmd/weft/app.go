@@ -283,13 +283,14 @@ func (m *Main) startNATS(ctx context.Context) error {
 // have one of their own), the store and Redis.
 func (m *Main) readiness() []ingress.Check {
 	return []ingress.Check{
-		{Name: "nats", Ping: func(context.Context) error {
-			if _, err := m.nc.RTT(); err != nil {
+		{Name: "nats", Ping: func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, 5*time.Second) // a flush needs a deadline
+			defer cancel()
+			if err := m.nc.FlushWithContext(ctx); err != nil {
 				return err
 			}
 			if rc := m.results.Conn(); rc != nil {
-				_, err := rc.RTT()
-				return err
+				return rc.FlushWithContext(ctx)
 			}
 			return nil
 		}},

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/weftdev/weft/events"
 	"github.com/weftdev/weft/events/natstest"
+	"github.com/weftdev/weft/ingress"
 	"github.com/weftdev/weft/persistence"
 )
 
@@ -615,12 +617,19 @@ func TestResultsHandedOverInProcess(t *testing.T) {
 	b := setup(t)
 	require.True(t, b.main.results.Receiving())
 	require.NotNil(t, b.main.results.Conn(), "both roles: results go out without echo")
-	require.NoError(t, b.main.readiness()[0].Ping(context.Background()), "/readyz's nats check pings both connections")
+	natsCheck := func(m *Main) ingress.Check {
+		i := slices.IndexFunc(m.readiness(), func(c ingress.Check) bool { return c.Name == "nats" })
+		require.GreaterOrEqual(t, i, 0)
+		return m.readiness()[i]
+	}
+	require.NoError(t, natsCheck(b.main).Ping(context.Background()))
+	b.main.results.Conn().Close()
+	require.Error(t, natsCheck(b.main).Ping(context.Background()), "/readyz's nats check pings the results connection too")
 	b.main.Close()
 	require.False(t, b.main.results.Receiving())
 
 	workersOnly := setup(t, func(c *Config) { c.Roles = []string{"workers", "projector"} })
 	require.False(t, workersOnly.main.results.Receiving())
 	require.Nil(t, workersOnly.main.results.Conn())
-	require.NoError(t, workersOnly.main.readiness()[0].Ping(context.Background()))
+	require.NoError(t, natsCheck(workersOnly.main).Ping(context.Background()))
 }

@@ -48,10 +48,15 @@ var Dev = Tuning{CacheExpire: time.Second, BlockSize: 1 << 20}
 // reports how many streams it changed. The settings are not part of the
 // server's API, so they are made through reflection on the server's
 // unexported fields, each read or written under the lock the server takes
-// for it. If a release of the server changes one of them, it returns an
-// error, having changed the streams it reports and no other (TestTune then
-// fails); it does not panic.
+// for it. A block size outside the server's range is an error, and
+// changes nothing. If a release of the server changes one of the fields,
+// it returns an error, having changed the streams it reports and no other
+// (TestTune then fails); it does not panic.
 func Tune(srv *natsserver.Server, t Tuning) (n int, err error) {
+	if t.BlockSize > 0 && (t.BlockSize < natsserver.FileStoreMinBlkSize || t.BlockSize > natsserver.FileStoreMaxBlkSize) {
+		return 0, fmt.Errorf("embedded nats: a block size of %d is outside the server's %d to %d", t.BlockSize,
+			natsserver.FileStoreMinBlkSize, natsserver.FileStoreMaxBlkSize)
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("embedded nats: %v", r)
@@ -141,10 +146,6 @@ func tune(fs reflect.Value, t Tuning) error {
 		return errors.New("embedded nats: fileStore.fcfg is not a FileStoreConfig")
 	}
 	if t.BlockSize > 0 {
-		if t.BlockSize < natsserver.FileStoreMinBlkSize || t.BlockSize > natsserver.FileStoreMaxBlkSize {
-			return fmt.Errorf("embedded nats: a block size of %d is outside the server's %d to %d", t.BlockSize,
-				natsserver.FileStoreMinBlkSize, natsserver.FileStoreMaxBlkSize)
-		}
 		fcfg.BlockSize = t.BlockSize
 	}
 	if t.CacheExpire <= 0 {

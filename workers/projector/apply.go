@@ -241,9 +241,7 @@ func (p *Projector) records(evs []wireEvent, now time.Time) []record {
 		case r.end == "":
 			p.recordEnd(r, ev, now)
 		}
-		if r.nodes == nil {
-			r.nodes = make([]events.NodeEvent, 0, len(ev.Nodes))
-		}
+		r.nodes = slices.Grow(r.nodes, len(ev.Nodes))
 		for _, n := range ev.Nodes {
 			if countedNodeStatus(n.Status) && n.ID != "" && !slices.ContainsFunc(r.nodes, func(m events.NodeEvent) bool { return m.ID == n.ID }) {
 				r.nodes = append(r.nodes, n)
