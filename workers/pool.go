@@ -16,9 +16,8 @@ type workerPool struct {
 	quit  chan struct{} // closed by close
 	idle  time.Duration
 
-	mu     sync.Mutex // orders starting a worker with close
-	closed bool
-	wg     sync.WaitGroup
+	mu sync.Mutex // orders starting a worker with close
+	wg sync.WaitGroup
 }
 
 func newWorkerPool(size int, idle time.Duration) *workerPool {
@@ -40,7 +39,7 @@ func (p *workerPool) run(task func()) bool {
 	case p.slots <- struct{}{}:
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		if p.closed {
+		if p.closing() {
 			<-p.slots
 			return false
 		}
@@ -74,10 +73,19 @@ func (p *workerPool) worker(task func()) {
 // then on runs nothing.
 func (p *workerPool) close() {
 	p.mu.Lock()
-	if !p.closed {
-		p.closed = true
+	if !p.closing() {
 		close(p.quit)
 	}
 	p.mu.Unlock()
 	p.wg.Wait()
+}
+
+// closing reports whether close has been called.
+func (p *workerPool) closing() bool {
+	select {
+	case <-p.quit:
+		return true
+	default:
+		return false
+	}
 }

@@ -19,14 +19,14 @@ import (
 // there for CacheExpire after their last read or write.
 type Tuning struct {
 	// CacheExpire is how long a block stays in memory after its last read
-	// or write; 0 leaves the server's choice. The server's own value is 10 s and cannot be configured
-	// (nats-server issue #5740): a stream written at some megabytes a
-	// second keeps ten seconds of its writes in memory, which at `weft
-	// dev`'s full rate is about 28 MB of the process's heap. At 1 s it is
-	// about 8 MB, with no change in throughput measured: the engine's
-	// consumers read what was just written, and one that falls behind
-	// reads the block again from the file (the OS keeps it in its page
-	// cache).
+	// or write; 0 leaves the server's choice. The server's own value is
+	// 10 s and cannot be configured (nats-server issue #5740): a stream
+	// written at some megabytes a second keeps ten seconds of its writes
+	// in memory, which at `weft dev`'s full rate is about 28 MB of the
+	// process's heap. At 1 s it is about 8 MB, with no change in
+	// throughput measured: the engine's consumers read what was just
+	// written, and one that falls behind reads the block again from the
+	// file (the OS keeps it in its page cache).
 	CacheExpire time.Duration
 	// BlockSize is the size at which a stream starts a new block, for the
 	// blocks made from then on; 0 leaves the server's choice. The server
