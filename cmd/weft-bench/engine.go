@@ -261,6 +261,11 @@ func freePort() (int, error) {
 type usage struct {
 	cpu   time.Duration
 	alloc float64 // bytes; 0 if /metrics could not be read
+	// The load generator's own CPU time.
+	gen time.Duration
+	// The machine's CPU time stolen by the hypervisor, and all of it, in
+	// clock ticks (/proc/stat).
+	steal, total int64
 }
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat's times: 100 on
@@ -282,6 +287,11 @@ func (e *engine) usage(c *client) usage {
 			}
 		}
 	}
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		u.gen = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	u.steal, u.total = machineCPU()
 	if status, body, err := c.do(context.Background(), http.MethodGet, "/metrics", nil, nil); err == nil && status == http.StatusOK {
 		for line := range strings.SplitSeq(string(body), "\n") {
 			if v, ok := strings.CutPrefix(line, "go_memstats_alloc_bytes_total "); ok {
@@ -290,4 +300,28 @@ func (e *engine) usage(c *client) usage {
 		}
 	}
 	return u
+}
+
+// machineCPU reads the machine's CPU time stolen by the hypervisor and its
+// CPU time in all, in clock ticks: the "cpu" line of /proc/stat, whose
+// first eight fields are user, nice, system, idle, iowait, irq, softirq
+// and steal. Zeros when it cannot be read.
+func machineCPU() (steal, total int64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, 0
+	}
+	for i, v := range f[1:9] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		total += n
+		if i == 7 {
+			steal = n
+		}
+	}
+	return steal, total
 }

@@ -29,9 +29,13 @@ type result struct {
 	rss, hwm float64         // engine VmRSS and VmHWM at the phase's end, MB
 	skipped  bool
 	// What the engine spent on the phase, per execution: CPU time, and
-	// bytes allocated (0 when unknown).
+	// bytes allocated (0 when unknown); the CPU time the load generator
+	// spent; and the share of the machine's CPU time the hypervisor
+	// gave to others (steal), which slows both.
 	cpuPerExec   time.Duration
 	allocPerExec float64
+	genPerExec   time.Duration
+	steal        float64
 }
 
 // setCost sets the phase's cost per execution from the engine's usage
@@ -41,6 +45,10 @@ func (r *result) setCost(before, after usage) {
 		return
 	}
 	r.cpuPerExec = (after.cpu - before.cpu) / time.Duration(r.ok)
+	r.genPerExec = (after.gen - before.gen) / time.Duration(r.ok)
+	if total := after.total - before.total; total > 0 {
+		r.steal = float64(after.steal-before.steal) / float64(total)
+	}
 	if before.alloc > 0 && after.alloc > before.alloc {
 		r.allocPerExec = (after.alloc - before.alloc) / float64(r.ok)
 	}

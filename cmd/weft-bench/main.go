@@ -178,8 +178,8 @@ func run(ctx context.Context, cfg config) error {
 	record := func(r result) {
 		r.rss, r.hwm = eng.rss()
 		r.setCost(before, eng.usage(c))
-		fmt.Printf("  -> %s: %d ok, %.0f exec/s, %.0f steps/s, p50 %s p99 %s, %d errors, RSS %.0f MB (peak %.0f MB), engine CPU %s and %.1f KB allocated per execution, load avg %s\n",
-			r.name, r.ok, r.execRate(), r.stepRate(), ms(r.pct(50)), ms(r.pct(99)), r.errorCount(), r.rss, r.hwm, us(r.cpuPerExec), r.allocPerExec/1024, loadavg())
+		fmt.Printf("  -> %s: %d ok, %.0f exec/s, %.0f steps/s, p50 %s p99 %s, %d errors, RSS %.0f MB (peak %.0f MB), engine CPU %s and %.1f KB allocated per execution, load generator CPU %s per execution, steal %.1f%%, load avg %s\n",
+			r.name, r.ok, r.execRate(), r.stepRate(), ms(r.pct(50)), ms(r.pct(99)), r.errorCount(), r.rss, r.hwm, us(r.cpuPerExec), r.allocPerExec/1024, us(r.genPerExec), r.steal*100, loadavg())
 		if r.errorCount() > 0 {
 			fmt.Printf("     errors: %s\n", r.errorSummary())
 		}
@@ -240,16 +240,16 @@ func printTable(cfg config, mode string, raws []rawResult, idle float64, results
 		fmt.Printf("raw JetStream hop (consume → publish → PubAck → ack, file store), %s: %.0f hops/s\n", label, r.rate())
 	}
 	fmt.Printf("engine RSS idle: %.0f MB\n\n", idle)
-	fmt.Printf("%-20s %10s %7s %8s %12s %9s %9s %9s %7s %14s %10s %8s\n",
-		"phase", "executions", "errors", "exec/s", "node steps/s", "p50", "p95", "p99", "RSS MB", "steps/s ÷ raw", "CPU/exec", "KB/exec")
+	fmt.Printf("%-20s %10s %7s %8s %12s %9s %9s %9s %7s %14s %10s %8s %10s\n",
+		"phase", "executions", "errors", "exec/s", "node steps/s", "p50", "p95", "p99", "RSS MB", "steps/s ÷ raw", "CPU/exec", "KB/exec", "gen CPU")
 	for _, r := range results {
 		ratio := "-"
 		if raw > 0 {
 			ratio = fmt.Sprintf("%.2f", r.stepRate()/raw)
 		}
-		fmt.Printf("%-20s %10d %7d %8.0f %12.0f %9s %9s %9s %7.0f %14s %10s %8.1f\n",
+		fmt.Printf("%-20s %10d %7d %8.0f %12.0f %9s %9s %9s %7.0f %14s %10s %8.1f %10s\n",
 			r.name, r.ok, r.errorCount(), r.execRate(), r.stepRate(), ms(r.pct(50)), ms(r.pct(95)), ms(r.pct(99)), r.rss, ratio,
-			us(r.cpuPerExec), r.allocPerExec/1024)
+			us(r.cpuPerExec), r.allocPerExec/1024, us(r.genPerExec))
 	}
 	// What the CPU per execution means on this machine: the rate the
 	// engine would reach with every core to itself.
