@@ -31,10 +31,10 @@ func StartEmbedded(addr string) (*Embedded, error) {
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
-		// Every tick visits every key with a TTL, so not too often.
+		// Every tick visits every key with a TTL, and every key's
+		// version, so not too often.
 		t := time.NewTicker(500 * time.Millisecond)
 		defer t.Stop()
-		pruned := last
 		for {
 			select {
 			case <-e.stop:
@@ -43,24 +43,21 @@ func StartEmbedded(addr string) (*Embedded, error) {
 				m.SetTime(now)
 				m.FastForward(now.Sub(last))
 				last = now
-				if now.Sub(pruned) >= pruneEvery {
-					forgetDeletedKeys(m)
-					pruned = now
-				}
+				forgetDeletedKeys(m)
 			}
 		}
 	}()
 	return e, nil
 }
 
-// pruneEvery is how often the versions of deleted keys are forgotten.
-const pruneEvery = 10 * time.Second
-
 // forgetDeletedKeys bounds the embedded server's memory. miniredis keeps a
 // version of every key it ever held, for WATCH, and never forgets one: a
 // server that sees a stream of short-lived keys (a dashboard phase or a
 // cached status per execution) grows by about 100 bytes per key for as
-// long as it runs. The versions of keys that no longer exist can go: the
+// long as it runs. It is called at every tick of the clock, twice a
+// second: under full load, pruning every 10 s held about 2 MB more of the
+// process's heap, and 4% more collections per execution, than pruning at
+// every tick. The versions of keys that no longer exist can go: the
 // only WATCH in Weft is the projector's, on a batch's keys for well under
 // a millisecond. A watched key deleted, pruned and made again within that
 // window would read as unchanged, and two projectors of the same
