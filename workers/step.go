@@ -262,7 +262,13 @@ func (s *step) record(n *flow.CompiledNode, attempt int, start time.Time, out an
 	end := s.e.cfg.Now().UTC()
 	st := &persistence.NodeState{Type: n.Type, Attempts: attempt, StartedAt: &start, FinishedAt: &end}
 	if err == nil {
-		raw, merr := json.Marshal(out)
+		// Most outputs are maps of what expressions give, written by hand;
+		// the encoder takes the others.
+		raw, decoded := events.MarshalDecoded(out)
+		var merr error
+		if !decoded {
+			raw, merr = json.Marshal(out)
+		}
 		if merr != nil {
 			err = nodes.Permanent("bad_output", "the node's output is not JSON: %v", merr)
 		} else {
@@ -271,7 +277,7 @@ func (s *step) record(n *flow.CompiledNode, attempt int, start time.Time, out an
 			// Successors read the output as decoding its JSON gives it
 			// back, inline as across hops: the value itself when it is
 			// already that, else decoded from the JSON on use.
-			if decodedForm(out) {
+			if decoded || decodedForm(out) {
 				s.outputs[n.ID] = out
 			} else {
 				delete(s.outputs, n.ID)
@@ -488,7 +494,7 @@ func (s *step) publishEnd(publish func(subject, msgID string, v any) error, base
 	if ex.Error != nil {
 		ev.Error = events.Errorf(ex.Error.Code, "%s", ex.Error.Message)
 	}
-	data, err := json.Marshal(ev)
+	data, err := ev.Encode()
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,141 @@
+package events
+
+import (
+	"encoding/json"
+	"math"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	gojson "github.com/goccy/go-json"
+	"github.com/stretchr/testify/require"
+)
+
+// awkward strings for the encoders: escapes, HTML, control characters,
+// separators, non-ASCII, invalid UTF-8.
+var awkward = []string{"", "a", "plain text", `quote " and \ backslash`, "<b>&amp;</b>", "tab\tnew\nline\r",
+	"ctl \x00\x01\x08\x0c\x1f\x7f", "bad utf-8 \xff\xfe end", "sep \u2028 \u2029", "ünïcödé ✓ 🚀", "\xe2\x82"}
+
+// TestAppendDecodedIsTheEncoders: a decoded JSON value is appended byte
+// for byte as the engine's encoder writes it, keys sorted as it sorts
+// them, over values drawn at random; anything else is reported, and left
+// to the encoder.
+func TestAppendDecodedIsTheEncoders(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 5))
+	// Keys that sort differently raw and encoded ("a" and "a!", "a "),
+	// and keys that need escaping.
+	keys := []string{"a", "a!", "a ", "a#", "ab", "b", "B", "_", "é", "é!", "", "x<y", "q\"", "tab\t", "\xff", "sep\u2028"}
+	floats := []float64{0, math.Copysign(0, -1), 1, -1.5, 0.1, 123.456, 1e-7, 2.5e-9, 1e21, 3.2e22, 9007199254740993, math.MaxFloat64}
+	var value func(depth int) any
+	value = func(depth int) any {
+		switch n := rng.IntN(9); {
+		case n == 0:
+			return nil
+		case n == 1:
+			return rng.IntN(2) == 0
+		case n == 2:
+			return floats[rng.IntN(len(floats))]
+		case n <= 4 || depth > 3:
+			return awkward[rng.IntN(len(awkward))]
+		case n <= 6:
+			a := make([]any, rng.IntN(4))
+			for i := range a {
+				a[i] = value(depth + 1)
+			}
+			return a
+		default:
+			m := make(map[string]any)
+			for range rng.IntN(6) {
+				m[keys[rng.IntN(len(keys))]] = value(depth + 1)
+			}
+			return m
+		}
+	}
+	handled := 0
+	for i := range 5000 {
+		v := value(0)
+		got, ok := AppendDecoded([]byte("x"), v)
+		want, err := gojson.Marshal(v)
+		require.NoError(t, err)
+		if !ok {
+			continue
+		}
+		handled++
+		require.Equal(t, "x"+string(want), string(got), "value %d", i)
+		exact, ok := MarshalDecoded(v)
+		require.True(t, ok)
+		require.Equal(t, string(want), string(exact), "value %d", i)
+		require.Equal(t, len(exact), cap(exact), "value %d: no spare room kept", i)
+		var back any
+		require.NoError(t, json.Unmarshal(got[1:], &back), "value %d", i)
+		require.Equal(t, v, back, "value %d is what decoding its JSON gives", i)
+	}
+	require.Greater(t, handled, 1000, "most random values are handled")
+	got, ok := AppendDecoded(nil, map[string]any{"a": 1.0, "a!": 2.0, "a ": 3.0, "ab": 4.0, "A": 5.0})
+	require.True(t, ok)
+	require.Equal(t, `{"A":5,"a ":3,"a!":2,"a":1,"ab":4}`, string(got), "sorted by encoding: the quote after \"a\" sorts above ' ' and '!'")
+
+	// Not what decoding gives, or keys to escape: left to the encoder.
+	for _, v := range []any{
+		1, int64(2), float32(1.5), []string{"a"}, map[string]string{"a": "b"}, json.RawMessage(`{}`),
+		math.NaN(), math.Inf(-1), "bad \xff", []any(nil), map[string]any(nil),
+		map[string]any{"x<y": 1.0}, map[string]any{"\xff": 1.0}, map[string]any{"ok": []any{1}},
+		struct{ A int }{1},
+	} {
+		_, ok := AppendDecoded(nil, v)
+		require.False(t, ok, "%#v", v)
+		b, ok := MarshalDecoded(v)
+		require.False(t, ok, "%#v", v)
+		require.Nil(t, b)
+	}
+}
+
+// TestEventAppendJSONIsTheEncoders: an event's own encoding is byte for
+// byte the encoder's, with and without nodes, durations and attempts; one
+// with an error or an execution goes through the encoder.
+func TestEventAppendJSONIsTheEncoders(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	pick := func() string { return awkward[rng.IntN(len(awkward))] }
+	durs := []float64{0, 0.001, 1.5, 123.456, 1e-7, 2.5e-9, 1e21, -4.25}
+	zones := []*time.Location{time.UTC, time.FixedZone("x", 5*3600+1800)}
+	for i := range 2000 {
+		ev := Event{ExecutionID: pick(), Kind: pick(), UserID: pick(), WorkflowID: pick(),
+			At:         time.Unix(rng.Int64N(4e9), rng.Int64N(1e9)*int64(rng.IntN(2))).In(zones[rng.IntN(len(zones))]),
+			DurationMs: durs[rng.IntN(len(durs))]}
+		switch rng.IntN(3) {
+		case 0: // none
+		case 1:
+			ev.Nodes = []NodeEvent{}
+		default:
+			for range 1 + rng.IntN(6) {
+				ev.Nodes = append(ev.Nodes, NodeEvent{ID: pick(), Type: pick(), Status: pick(),
+					Attempts: rng.IntN(3), DurationMs: durs[rng.IntN(len(durs))]})
+			}
+		}
+		switch rng.IntN(8) {
+		case 0:
+			ev.Error = Errorf(pick(), "%s", pick())
+		case 1:
+			ev.Execution = json.RawMessage(`{"id":"x"}`)
+		}
+		got, err := ev.AppendJSON([]byte("x"))
+		require.NoError(t, err)
+		want, err := gojson.Marshal(ev)
+		require.NoError(t, err)
+		require.Equal(t, "x"+string(want), string(got), "event %d", i)
+		exact, err := ev.Encode()
+		require.NoError(t, err)
+		require.Equal(t, string(want), string(exact), "event %d", i)
+		require.Equal(t, len(exact), cap(exact), "event %d: no spare room kept", i)
+	}
+
+	ev := Event{ExecutionID: "e", At: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}
+	_, err := ev.AppendJSON(nil)
+	require.Error(t, err, "a time JSON cannot hold")
+	ev.At = time.Now()
+	ev.Nodes = []NodeEvent{{ID: "n", DurationMs: math.NaN()}}
+	_, err = ev.AppendJSON(nil)
+	require.Error(t, err, "a NaN duration")
+	_, err = ev.Encode()
+	require.Error(t, err)
+}
