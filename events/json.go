@@ -24,8 +24,9 @@ import (
 // caller keeps holds no spare room.
 var scratch = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
 
-// exact returns a copy of b, and b to the scratch pool (unless it grew
-// large). A nil b (an append that failed) leaves the pool's buffer alone.
+// exact returns a copy of b and puts p back in the scratch pool, holding
+// b for the next use unless b grew past 64 KB; a nil b (an append that
+// failed) leaves p's buffer as it was.
 func exact(p *[]byte, b []byte) []byte {
 	var out []byte
 	if b != nil {
@@ -39,16 +40,15 @@ func exact(p *[]byte, b []byte) []byte {
 	return out
 }
 
-// MarshalDecoded is AppendDecoded to an empty slice: v's JSON and true,
-// or false when the encoder must write it.
-func MarshalDecoded(v any) ([]byte, bool) {
+// MarshalValue is AppendValue to an empty slice.
+func MarshalValue(v any) (data []byte, ok, decoded bool) {
 	p := scratch.Get().(*[]byte)
-	b, ok := AppendDecoded((*p)[:0], v)
+	b, ok, decoded := AppendValue((*p)[:0], v)
 	if !ok {
 		exact(p, nil)
-		return nil, false
+		return nil, false, false
 	}
-	return exact(p, b), true
+	return exact(p, b), true, decoded
 }
 
 // Encode is AppendJSON to an empty slice.
@@ -63,14 +63,18 @@ func (e *Event) Encode() ([]byte, error) {
 }
 
 var (
-	errTimeRange = errors.New("a time outside the years 0 to 9999 cannot be encoded")
+	errTimeRange = errors.New("a time outside the years 0 to 9999, or a day or more from UTC, cannot be encoded")
 	errBadFloat  = errors.New("NaN or an infinity cannot be encoded")
 )
 
 // AppendTime appends t as time.Time.MarshalJSON does. A time outside the
-// years 0 to 9999, which it cannot encode, is an error.
+// years 0 to 9999, or in a zone a day or more from UTC, which it cannot
+// encode, is an error.
 func AppendTime(b []byte, t time.Time) ([]byte, error) {
 	if y := t.Year(); y < 0 || y > 9999 {
+		return nil, errTimeRange
+	}
+	if _, off := t.Zone(); off <= -24*3600 || off >= 24*3600 {
 		return nil, errTimeRange
 	}
 	b = append(b, '"')
@@ -172,44 +176,66 @@ func plainString(s string) bool {
 	return true
 }
 
-// AppendDecoded appends v as the engine's encoder writes it, when v is
-// what decoding JSON gives (nil, a bool, a finite float64, a string of
-// valid UTF-8, and []any and non-nil map[string]any of those) and its
-// object keys need no escaping. Otherwise it reports false, and what it
-// appended to b must be dropped: the caller then uses the encoder. Keys
-// are sorted as the encoder sorts them, by their encoding: a key followed
-// by its closing quote, so "a!" comes before "a".
-func AppendDecoded(b []byte, v any) ([]byte, bool) {
+// maxDepth bounds how deep AppendValue goes into arrays and objects: a
+// value that contains itself is left to the encoder, which refuses it.
+const maxDepth = 1000
+
+// AppendValue appends v as the engine's encoder writes it, for the values
+// that decoding JSON and evaluating expressions give: nil, bools, finite
+// float64s, ints, strings, and []any and non-nil map[string]any of those
+// whose object keys need no escaping. Keys are sorted as the encoder sorts
+// them, by their encoding: a key followed by its closing quote, so "a!"
+// comes before "a". It reports false for any other value (and returns b as
+// it was): the caller then uses the encoder. decoded reports whether
+// decoding the JSON gives v back, which an int (decoded as a float64) or
+// a string of invalid UTF-8 (replaced by U+FFFD) prevents.
+func AppendValue(b []byte, v any) (out []byte, ok, decoded bool) {
+	e := valueEncoder{decoded: true}
+	start := len(b)
+	if b, ok = e.append(b, v, 0); !ok {
+		return b[:start], false, false
+	}
+	return b, true, e.decoded
+}
+
+type valueEncoder struct{ decoded bool }
+
+func (e *valueEncoder) append(b []byte, v any, depth int) ([]byte, bool) {
 	switch x := v.(type) {
 	case nil:
 		return append(b, "null"...), true
 	case bool:
 		return strconv.AppendBool(b, x), true
 	case float64:
-		b, err := AppendFloat(b, x)
-		return b, err == nil
+		if out, err := AppendFloat(b, x); err == nil {
+			return out, true
+		}
+		return b, false
+	case int:
+		e.decoded = false
+		return strconv.AppendInt(b, int64(x), 10), true
 	case string:
 		if !utf8.ValidString(x) {
-			return b, false
+			e.decoded = false
 		}
 		return AppendString(b, x), true
 	case []any:
-		if x == nil {
+		if x == nil || depth == maxDepth {
 			return b, false
 		}
 		b = append(b, '[')
-		for i, e := range x {
+		for i, el := range x {
 			if i > 0 {
 				b = append(b, ',')
 			}
 			var ok bool
-			if b, ok = AppendDecoded(b, e); !ok {
+			if b, ok = e.append(b, el, depth+1); !ok {
 				return b, false
 			}
 		}
 		return append(b, ']'), true
 	case map[string]any:
-		if x == nil {
+		if x == nil || depth == maxDepth {
 			return b, false
 		}
 		var small [8]string
@@ -230,7 +256,7 @@ func AppendDecoded(b []byte, v any) ([]byte, bool) {
 			b = append(b, k...)
 			b = append(b, '"', ':')
 			var ok bool
-			if b, ok = AppendDecoded(b, x[k]); !ok {
+			if b, ok = e.append(b, x[k], depth+1); !ok {
 				return b, false
 			}
 		}

@@ -262,12 +262,13 @@ func (s *step) record(n *flow.CompiledNode, attempt int, start time.Time, out an
 	end := s.e.cfg.Now().UTC()
 	st := &persistence.NodeState{Type: n.Type, Attempts: attempt, StartedAt: &start, FinishedAt: &end}
 	if err == nil {
-		// Most outputs are maps of what expressions give, written by hand;
-		// the encoder takes the others.
-		raw, decoded := events.MarshalDecoded(out)
+		// Outputs are mostly maps of what expressions give, which are
+		// written by hand; the encoder takes the others.
+		raw, ok, decoded := events.MarshalValue(out)
 		var merr error
-		if !decoded {
+		if !ok {
 			raw, merr = json.Marshal(out)
+			decoded = merr == nil && decodedForm(out)
 		}
 		if merr != nil {
 			err = nodes.Permanent("bad_output", "the node's output is not JSON: %v", merr)
@@ -277,7 +278,7 @@ func (s *step) record(n *flow.CompiledNode, attempt int, start time.Time, out an
 			// Successors read the output as decoding its JSON gives it
 			// back, inline as across hops: the value itself when it is
 			// already that, else decoded from the JSON on use.
-			if decoded || decodedForm(out) {
+			if decoded {
 				s.outputs[n.ID] = out
 			} else {
 				delete(s.outputs, n.ID)

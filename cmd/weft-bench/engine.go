@@ -255,8 +255,9 @@ func freePort() (int, error) {
 
 // usage is what the engine had spent at one moment: CPU time (user and
 // system, from /proc) and bytes allocated (go_memstats_alloc_bytes_total
-// from its /metrics). Two of them give a phase's cost per execution,
-// which does not depend on what else the machine ran at the time as its
+// from its /metrics); beside it, the load generator's CPU time and the
+// machine's steal. Two of them give a phase's cost per execution, which
+// depends much less on what else the machine ran at the time than its
 // rate does.
 type usage struct {
 	cpu   time.Duration
@@ -272,7 +273,8 @@ type usage struct {
 // every Linux architecture Go supports.
 const clockTicks = 100
 
-// usage samples the engine's CPU time and allocated bytes.
+// usage samples the engine's CPU time and allocated bytes, the load
+// generator's CPU time and the machine's steal.
 func (e *engine) usage(c *client) usage {
 	var u usage
 	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", e.pid)); err == nil {

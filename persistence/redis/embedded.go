@@ -63,10 +63,10 @@ func StartEmbedded(addr string) (*Embedded, error) {
 // window would read as unchanged, and two projectors of the same
 // execution could then both count it; that takes two processes sharing
 // one embedded server (each process runs one projector, which applies one
-// batch at a time) and a prune landing inside a batch. miniredis offers
-// no way to prune; it is done
-// under the server's own lock through reflection on its unexported
-// fields. It reports false, and does nothing, if a miniredis release
+// batch at a time) and a prune landing inside a batch, which pruning at
+// every tick makes twenty times likelier than every 10 s. miniredis
+// offers no way to prune; it is done under the server's own lock through
+// reflection on its unexported fields. It reports false, and does nothing, if a miniredis release
 // renames them (TestEmbeddedForgetsDeletedKeys then fails).
 func forgetDeletedKeys(m *miniredis.Miniredis) bool {
 	m.Lock()
