@@ -40,8 +40,9 @@ func newClient(base string) *client {
 }
 
 // post sends one POST with a JSON body and one extra header through the
-// fast client; it returns the status and a copy of the answer.
-func (c *client) post(path string, body []byte, header, value string) (int, []byte, error) {
+// fast client; it returns the status and the answer, copied into answer's
+// room (which the caller may then reuse).
+func (c *client) post(path string, body []byte, header, value string, answer []byte) (int, []byte, error) {
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
@@ -53,7 +54,7 @@ func (c *client) post(path string, body []byte, header, value string) (int, []by
 	if err := c.fast.Do(req, resp); err != nil {
 		return 0, nil, err
 	}
-	return resp.StatusCode(), append([]byte(nil), resp.Body()...), nil
+	return resp.StatusCode(), append(answer[:0], resp.Body()...), nil
 }
 
 // do sends one request and reads the whole answer.
