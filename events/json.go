@@ -51,10 +51,10 @@ func MarshalValue(v any) (data []byte, ok, decoded bool) {
 	return exact(p, b), true, decoded
 }
 
-// Encode is AppendJSON to an empty slice.
-func (e *Event) Encode() ([]byte, error) {
+// Encode returns what a appends, in a slice of its exact size.
+func Encode(a JSONAppender) ([]byte, error) {
 	p := scratch.Get().(*[]byte)
-	b, err := e.AppendJSON((*p)[:0])
+	b, err := a.AppendJSON((*p)[:0])
 	if err != nil {
 		exact(p, nil)
 		return nil, err
@@ -337,6 +337,32 @@ func (e *Event) AppendJSON(b []byte) ([]byte, error) {
 		if b, err = AppendFloat(b, e.DurationMs); err != nil {
 			return nil, err
 		}
+	}
+	return append(b, '}'), nil
+}
+
+// AppendJSON appends the admission as the engine's encoder writes it,
+// given that its inputs are as the encoder writes them (compact, HTML
+// characters escaped), as the engine makes them. Empty inputs are null.
+func (a *Admission) AppendJSON(b []byte) ([]byte, error) {
+	var err error
+	b = append(b, `{"executionId":`...)
+	b = AppendString(b, a.ExecutionID)
+	b = append(b, `,"workflowId":`...)
+	b = AppendString(b, a.WorkflowID)
+	b = append(b, `,"workflowVersion":`...)
+	b = strconv.AppendInt(b, int64(a.WorkflowVersion), 10)
+	b = append(b, `,"userId":`...)
+	b = AppendString(b, a.UserID)
+	b = append(b, `,"createdAt":`...)
+	if b, err = AppendTime(b, a.CreatedAt); err != nil {
+		return nil, err
+	}
+	b = append(b, `,"inputs":`...)
+	if len(a.Inputs) == 0 {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, a.Inputs...)
 	}
 	return append(b, '}'), nil
 }

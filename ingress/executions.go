@@ -433,7 +433,7 @@ func (s *Server) submission(ex *persistence.Execution) *nats.Msg {
 	msg := nats.NewMsg(events.SubjectSubmit)
 	msg.Header.Set(events.HeaderMsgID, ex.ID)
 	if len(s.deps.SubmitKey) > 0 && len(ex.Inputs) <= events.MaxAdmissionInputs {
-		msg.Data, _ = json.Marshal(events.Admission{ExecutionID: ex.ID, WorkflowID: ex.WorkflowID,
+		msg.Data, _ = events.Encode(&events.Admission{ExecutionID: ex.ID, WorkflowID: ex.WorkflowID,
 			WorkflowVersion: ex.WorkflowVersion, UserID: ex.UserID, CreatedAt: ex.CreatedAt, Inputs: ex.Inputs})
 		msg.Header.Set(events.HeaderSignature, events.SignAdmission(s.deps.SubmitKey, msg.Data))
 		return msg

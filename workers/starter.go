@@ -192,9 +192,11 @@ func (e *Engine) NewExecution(ctx context.Context, w *persistence.Workflow, id s
 	if len(problems) > 0 {
 		return nil, events.Invalid(problems)
 	}
-	raw, err := json.Marshal(checked)
-	if err != nil {
-		return nil, err
+	raw, ok, _ := events.MarshalValue(checked)
+	if !ok {
+		if raw, err = json.Marshal(checked); err != nil {
+			return nil, err
+		}
 	}
 	return &persistence.Execution{
 		ID: id, UserID: w.UserID, WorkflowID: w.ID, WorkflowVersion: w.Version,

@@ -495,7 +495,7 @@ func (s *step) publishEnd(publish func(subject, msgID string, v any) error, base
 	if ex.Error != nil {
 		ev.Error = events.Errorf(ex.Error.Code, "%s", ex.Error.Message)
 	}
-	data, err := ev.Encode()
+	data, err := events.Encode(&ev)
 	if err != nil {
 		return err
 	}
