@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	gojson "github.com/goccy/go-json"
@@ -694,45 +696,61 @@ type endedNode struct {
 	Error      *persistence.NodeError `json:"error,omitempty"`
 }
 
+// columnBufs recycles the buffers encodeEndedNodes builds columns in.
+var columnBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
 // encodeEndedNodes is the nodes column of an execution recorded as it
-// ends: an object by node id, written node by node into one buffer rather
-// than through a map made for the purpose.
+// ends: an object by node id, each node as endedNode encodes, written by
+// hand into one buffer (an encoder finds its way through each node by
+// reflection, and grows the stack of the goroutine that calls it). Outputs
+// are kept as they are, as in a node's own row, once checked to be JSON:
+// one that is not would make the whole column unreadable.
 func encodeEndedNodes(nodes map[string]*persistence.NodeState) (string, error) {
-	var b strings.Builder
-	size := 2
-	for id, n := range nodes {
-		if n == nil {
-			continue // refused below, by ValidNode
+	p := columnBufs.Get().(*[]byte)
+	b := (*p)[:0]
+	defer func() {
+		if cap(b) <= 1<<20 {
+			*p = b[:0]
+			columnBufs.Put(p)
 		}
-		// Room for each node's output and error, and its other fields.
-		size += len(id) + len(n.Output) + 160
-		if n.Error != nil {
-			size += len(n.Error.Code) + len(n.Error.Message) + 40
-		}
-	}
-	b.Grow(size)
-	enc := gojson.NewEncoder(&b)
-	b.WriteByte('{')
-	first := true
+	}()
+	b = append(b, '{')
 	for id, n := range nodes {
 		if err := persistence.ValidNode(id, n); err != nil {
 			return "", err
 		}
-		if !first {
-			b.WriteByte(',')
+		if len(n.Output) > 0 && !json.Valid(n.Output) {
+			return "", events.Errorf(events.CodeInvalid, "node %q: its output is not JSON", id)
 		}
-		first = false
-		if err := enc.Encode(id); err != nil {
-			return "", events.Errorf(events.CodeInvalid, "node id: %v", err)
+		if len(b) > 1 {
+			b = append(b, ',')
 		}
-		b.WriteByte(':')
-		if err := enc.Encode(endedNode{Type: n.Type, Status: n.Status, Attempts: n.Attempts,
-			StartedAt: millisOf(n.StartedAt), FinishedAt: millisOf(n.FinishedAt), Output: n.Output, Error: n.Error}); err != nil {
-			return "", events.Errorf(events.CodeInvalid, "node states: %v", err)
+		b = append(events.AppendString(b, id), `:{"type":`...)
+		b = events.AppendString(b, n.Type)
+		b = append(b, `,"status":`...)
+		b = events.AppendString(b, n.Status)
+		b = append(b, `,"attempts":`...)
+		b = strconv.AppendInt(b, int64(n.Attempts), 10)
+		if n.StartedAt != nil {
+			b = append(b, `,"startedAt":`...)
+			b = strconv.AppendInt(b, toMillis(*n.StartedAt), 10)
 		}
+		if n.FinishedAt != nil {
+			b = append(b, `,"finishedAt":`...)
+			b = strconv.AppendInt(b, toMillis(*n.FinishedAt), 10)
+		}
+		if len(n.Output) > 0 {
+			b = append(append(b, `,"output":`...), n.Output...)
+		}
+		if e := n.Error; e != nil {
+			b = append(b, `,"error":{"code":`...)
+			b = events.AppendString(b, e.Code)
+			b = append(b, `,"message":`...)
+			b = append(events.AppendString(b, e.Message), '}')
+		}
+		b = append(b, '}')
 	}
-	b.WriteByte('}')
-	return b.String(), nil
+	return string(append(b, '}')), nil
 }
 
 // decodeEndedNodes adds the nodes of an ended execution's row to into.
@@ -746,14 +764,6 @@ func decodeEndedNodes(col string, into map[string]*persistence.NodeState) error 
 			StartedAt: timeOfMillis(n.StartedAt), FinishedAt: timeOfMillis(n.FinishedAt), Output: n.Output, Error: n.Error}
 	}
 	return nil
-}
-
-func millisOf(t *time.Time) *int64 {
-	if t == nil {
-		return nil
-	}
-	ms := toMillis(*t)
-	return &ms
 }
 
 func timeOfMillis(ms *int64) *time.Time {
