@@ -54,11 +54,14 @@ func VerifyAdmission(key, body []byte, sig string) bool {
 	if len(key) == 0 {
 		return false
 	}
+	// Strictly: one spelling per signature, and every character decoded
+	// (a lax decoder skips line breaks, which would leave bytes unset).
 	var got, want [sha256.Size]byte
 	if base64.RawURLEncoding.DecodedLen(len(sig)) != len(got) {
 		return false
 	}
-	if _, err := base64.RawURLEncoding.Decode(got[:], []byte(sig)); err != nil {
+	n, err := base64.RawURLEncoding.Strict().Decode(got[:], []byte(sig))
+	if err != nil || n != len(got) {
 		return false
 	}
 	return hmac.Equal(got[:], admissionMAC(key, body, want[:0]))

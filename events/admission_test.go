@@ -5,11 +5,14 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 )
+
+const base64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 // TestAdmissionSignatures: signatures are HMAC-SHA256 of the body under
 // the key, whichever keys were used before and from however many
@@ -44,8 +47,27 @@ func TestAdmissionSignatures(t *testing.T) {
 	wg.Wait()
 	body := []byte(`{}`)
 	sig := SignAdmission(keys[0], body)
-	for _, bad := range []string{"", "!", sig[:len(sig)-1], sig + "A", sig + sig} {
+	// The last character's spare bits flipped: the same bytes to a lax
+	// decoder, another spelling to a strict one.
+	last := sig[len(sig)-1]
+	i := strings.IndexByte(base64URL, last)
+	flipped := sig[:len(sig)-1] + string(base64URL[i^1])
+	for _, bad := range []string{"", "!", sig[:len(sig)-1], sig + "A", sig + sig, flipped,
+		sig[:20] + "\r" + sig[20:42], sig[:20] + "\n" + sig[20:42]} {
 		require.False(t, VerifyAdmission(keys[0], body, bad), "%q", bad)
+	}
+	// A body whose MAC ends in a zero byte: a signature one byte short,
+	// padded with a line break, would match it to a lax check.
+	for n := 0; ; n++ {
+		b := fmt.Appendf(nil, `{"n":%d}`, n)
+		m := hmac.New(sha256.New, keys[0])
+		m.Write(b)
+		if sum := m.Sum(nil); sum[31] == 0 {
+			s := SignAdmission(keys[0], b)
+			require.True(t, VerifyAdmission(keys[0], b, s))
+			require.False(t, VerifyAdmission(keys[0], b, s[:20]+"\n"+s[20:42]), "one byte short")
+			break
+		}
 	}
 	require.False(t, VerifyAdmission(nil, body, sig), "no key, no admission")
 }

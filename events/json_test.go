@@ -216,7 +216,7 @@ func TestEventAppendJSONKnowsEveryField(t *testing.T) {
 
 // TestAdmissionAppendJSONIsTheEncoders: an admission's own encoding is
 // byte for byte the encoder's when its inputs are as the engine writes
-// them, and reads back as the same admission.
+// them, and its time reads back the same.
 func TestAdmissionAppendJSONIsTheEncoders(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 4))
 	pick := func() string { return awkward[rng.IntN(len(awkward))] }

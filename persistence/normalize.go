@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/weftdev/weft/events"
 )
@@ -18,10 +19,15 @@ func Millis(t *time.Time) *time.Time {
 	return &c
 }
 
-// ValidNode checks a node state a caller asks a store to write.
+// ValidNode checks a node state a caller asks a store to write. Its id
+// must be valid UTF-8: a store that keeps nodes in one JSON document would
+// otherwise make two ids one.
 func ValidNode(id string, n *NodeState) error {
 	if id == "" || n == nil || n.Status == "" {
 		return events.Errorf(events.CodeInvalid, "node %q needs a status", id)
+	}
+	if !utf8.ValidString(id) {
+		return events.Errorf(events.CodeInvalid, "node id %q is not valid UTF-8", id)
 	}
 	return nil
 }

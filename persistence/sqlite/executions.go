@@ -696,6 +696,34 @@ type endedNode struct {
 	Error      *persistence.NodeError `json:"error,omitempty"`
 }
 
+// maxOutputNesting bounds how deep an output in a nodes column may nest:
+// the decoder reads 10,000 levels, the column and its node take two.
+const maxOutputNesting = 9_990
+
+// nesting is how deep raw, valid JSON nests its arrays and objects; it
+// scans only what could be that deep.
+func nesting(raw []byte) int {
+	if len(raw) <= maxOutputNesting {
+		return 0 // too short to be that deep
+	}
+	depth, most, inString := 0, 0, false
+	for i := 0; i < len(raw); i++ {
+		switch c := raw[i]; {
+		case inString && c == '\\':
+			i++
+		case c == '"':
+			inString = !inString
+		case inString:
+		case c == '[' || c == '{':
+			depth++
+			most = max(most, depth)
+		case c == ']' || c == '}':
+			depth--
+		}
+	}
+	return most
+}
+
 // columnBufs recycles the buffers encodeEndedNodes builds columns in.
 var columnBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
@@ -703,8 +731,9 @@ var columnBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return 
 // ends: an object by node id, each node as endedNode encodes, written by
 // hand into one buffer (an encoder finds its way through each node by
 // reflection, and grows the stack of the goroutine that calls it). Outputs
-// are kept as they are, as in a node's own row, once checked to be JSON:
-// one that is not would make the whole column unreadable.
+// are kept as they are, as in a node's own row, once checked to be JSON
+// that the decoder reads back (maxOutputNesting): one that is not would
+// make the whole column unreadable.
 func encodeEndedNodes(nodes map[string]*persistence.NodeState) (string, error) {
 	p := columnBufs.Get().(*[]byte)
 	b := (*p)[:0]
@@ -719,8 +748,8 @@ func encodeEndedNodes(nodes map[string]*persistence.NodeState) (string, error) {
 		if err := persistence.ValidNode(id, n); err != nil {
 			return "", err
 		}
-		if len(n.Output) > 0 && !json.Valid(n.Output) {
-			return "", events.Errorf(events.CodeInvalid, "node %q: its output is not JSON", id)
+		if len(n.Output) > 0 && (!json.Valid(n.Output) || nesting(n.Output) > maxOutputNesting) {
+			return "", events.Errorf(events.CodeInvalid, "node %q: its output is not JSON, or nested more than %d deep", id, maxOutputNesting)
 		}
 		if len(b) > 1 {
 			b = append(b, ',')

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"encoding/json"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,9 +15,11 @@ import (
 
 // TestEndedNodesColumnRoundTrips: the nodes column of an execution
 // recorded as it ends reads back as the nodes written, times at the
-// millisecond, outputs as they were given, over nodes drawn at random
-// with awkward strings; an output that is not JSON is refused, as is a
-// node without a status.
+// millisecond, outputs as they were given (they have no whitespace around
+// them here, which the decoder drops), over nodes drawn at random with
+// awkward strings; an output that is not JSON or nests deeper than the
+// decoder reads is refused, as are a node without a status and an id of
+// invalid UTF-8.
 func TestEndedNodesColumnRoundTrips(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 8))
 	strs := []string{"", "a", `quote " and \ backslash`, "<b>&amp;</b>", "tab\tnew\nline", "ctl \x00\x1f", "ünïcödé ✓", "sep \u2028"}
@@ -59,8 +62,19 @@ func TestEndedNodesColumnRoundTrips(t *testing.T) {
 		}
 	}
 
-	_, err := encodeEndedNodes(map[string]*persistence.NodeState{"a": {Status: "completed", Output: json.RawMessage(`{"a":`)}})
-	require.Equal(t, events.CodeInvalid, events.ErrorCode(err), "%v", err)
-	_, err = encodeEndedNodes(map[string]*persistence.NodeState{"a": {Type: "x"}})
-	require.Equal(t, events.CodeInvalid, events.ErrorCode(err), "%v", err)
+	deep := func(n int) json.RawMessage {
+		return json.RawMessage(strings.Repeat(`[`, n) + `"]["` + strings.Repeat(`]`, n))
+	}
+	col, err := encodeEndedNodes(map[string]*persistence.NodeState{"a": {Status: "completed", Output: deep(maxOutputNesting)}})
+	require.NoError(t, err)
+	require.NoError(t, decodeEndedNodes(col, map[string]*persistence.NodeState{}), "as deep as may be, and read back")
+	for _, bad := range []map[string]*persistence.NodeState{
+		{"a": {Status: "completed", Output: json.RawMessage(`{"a":`)}},
+		{"a": {Status: "completed", Output: deep(maxOutputNesting + 1)}},
+		{"a": {Type: "x"}},
+		{"a\xff": {Status: "completed"}},
+	} {
+		_, err = encodeEndedNodes(bad)
+		require.Equal(t, events.CodeInvalid, events.ErrorCode(err), "%v", err)
+	}
 }
