@@ -13,8 +13,8 @@ import (
 )
 
 // The engine encodes JSON with goccy/go-json. On its hot path (a node's
-// output, an execution's end event and view) it writes the same bytes by
-// hand instead: an encoder finds its way through a value by reflection and
+// output, a new execution's inputs, the signed submission, an execution's
+// end event and view) it writes the same bytes by hand instead: an encoder finds its way through a value by reflection and
 // compiled opcodes, and copies its result out, which costs several times
 // what appending the few known shapes does. The functions here are the
 // pieces; each is checked against the encoder byte for byte.
@@ -26,17 +26,17 @@ var scratch = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b 
 
 // exact returns a copy of b and puts p back in the scratch pool, holding
 // b for the next use unless b grew past 64 KB; a nil b (an append that
-// failed) leaves p's buffer as it was.
+// failed) returns nil and leaves p's buffer as it was.
 func exact(p *[]byte, b []byte) []byte {
-	var out []byte
-	if b != nil {
-		out = make([]byte, len(b))
-		copy(out, b)
+	defer scratch.Put(p)
+	if b == nil {
+		return nil
 	}
-	if b != nil && cap(b) <= 64<<10 {
+	if cap(b) <= 64<<10 {
 		*p = b[:0]
 	}
-	scratch.Put(p)
+	out := make([]byte, len(b))
+	copy(out, b)
 	return out
 }
 
