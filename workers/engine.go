@@ -60,9 +60,24 @@ type Config struct {
 	// Results, when set, takes the results of executions that end here to
 	// the waiters of this process before they go over NATS.
 	Results *events.LocalResults
-	Log     *slog.Logger
-	Now     func() time.Time
+	// MaxOutputBytes caps one node's output, measured as its encoded JSON.
+	// A node whose output is larger fails with output_too_large and
+	// nothing of the output is kept. 0 means DefaultMaxOutputBytes (1 MiB).
+	MaxOutputBytes int
+	// MaxExecutionBytes caps what one execution holds: the encoded JSON of
+	// its input plus every node output so far. The node that would pass it
+	// fails with output_too_large. 0 means DefaultMaxExecutionBytes
+	// (8 MiB, half of a MongoDB document's 16 MiB).
+	MaxExecutionBytes int
+	Log               *slog.Logger
+	Now               func() time.Time
 }
+
+// Defaults of Config.MaxOutputBytes and Config.MaxExecutionBytes.
+const (
+	DefaultMaxOutputBytes    = 1 << 20
+	DefaultMaxExecutionBytes = 8 << 20
+)
 
 // Engine runs executions.
 type Engine struct {
