@@ -113,6 +113,12 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, store RunStore, veri
 	if cfg.ReconcileAfter <= 0 {
 		cfg.ReconcileAfter = 2 * time.Minute
 	}
+	if cfg.MaxOutputBytes <= 0 {
+		cfg.MaxOutputBytes = DefaultMaxOutputBytes
+	}
+	if cfg.MaxExecutionBytes <= 0 {
+		cfg.MaxExecutionBytes = DefaultMaxExecutionBytes
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}

@@ -244,6 +244,20 @@ func (s *step) runNode(ctx context.Context, n *flow.CompiledNode, attempt int, k
 	if err != nil {
 		return nil, err
 	}
+	var timeout time.Duration // of its expressions: ctx's deadline
+	if spec.Pure {
+		// A pure node runs its expressions under its timeoutMs (or
+		// flow.DefaultEvalTimeout), stoppable by a cancel of its execution.
+		timeout = n.Timeout
+		if timeout <= 0 {
+			timeout = flow.DefaultEvalTimeout
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		defer s.e.track(s.ex.ID, cancel)()
+	}
+	sc = sc.Bounded(ctx, timeout)
 	if keepAlive == nil {
 		keepAlive = func() {}
 	}
@@ -272,6 +286,8 @@ func (s *step) record(n *flow.CompiledNode, attempt int, start time.Time, out an
 		}
 		if merr != nil {
 			err = nodes.Permanent("bad_output", "the node's output is not JSON: %v", merr)
+		} else if big := s.tooLarge(n, len(raw)); big != nil {
+			err = big
 		} else {
 			st.Status, st.Output = persistence.StatusCompleted, raw
 			s.set(n.ID, st)
@@ -293,6 +309,33 @@ func (s *step) record(n *flow.CompiledNode, attempt int, start time.Time, out an
 	if n.OnError != "continue" {
 		s.failure = &persistence.ExecutionError{NodeID: n.ID, Code: ne.Code, Message: ne.Message}
 	}
+}
+
+// tooLarge fails an output of size bytes that passes the node's cap, or
+// that would make its execution hold more than the execution's: its
+// inputs and every node's output (an OUTPUT node's twice, as the
+// execution's output repeats it).
+func (s *step) tooLarge(n *flow.CompiledNode, size int) *nodes.Error {
+	if limit := s.e.cfg.MaxOutputBytes; size > limit {
+		return nodes.Permanent("output_too_large", "the node's output is %d bytes of JSON; at most %d are allowed", size, limit)
+	}
+	held := len(s.ex.Inputs)
+	for id, st := range s.ex.Nodes {
+		if id == n.ID || st == nil {
+			continue
+		}
+		held += len(st.Output)
+		if st.Type == flow.TypeOutput {
+			held += len(st.Output)
+		}
+	}
+	if n.Type == flow.TypeOutput {
+		size *= 2
+	}
+	if limit := s.e.cfg.MaxExecutionBytes; held+size > limit {
+		return nodes.Permanent("output_too_large", "with this node's output of %d bytes of JSON, the execution would hold %d bytes; at most %d are allowed", size, held+size, limit)
+	}
+	return nil
 }
 
 // decodedForm reports whether v is what decoding its own JSON encoding

@@ -64,13 +64,15 @@ type Config struct {
 	Types       []string // node types this process runs tasks for; empty: all
 	JWTSecret   string   // dev: generated and kept in DataDir when empty
 
-	HopPerNode     bool // send pure nodes through JetStream too (benchmarks compare)
-	NATSSyncAlways bool // embedded NATS fsyncs every write
-	StreamReplicas int
-	Concurrency    int
-	NodeTimeout    time.Duration // default node timeout; tasks' AckWait is twice it
-	EventsMaxBytes int64         // retention of WEFT_EVENTS; 0: 30 MiB in dev, 1 GiB otherwise
-	EventsMaxMsgs  int64         // retention of WEFT_EVENTS in events; 0: 100,000 in dev, 1,000,000 otherwise
+	HopPerNode        bool // send pure nodes through JetStream too (benchmarks compare)
+	NATSSyncAlways    bool // embedded NATS fsyncs every write
+	StreamReplicas    int
+	Concurrency       int
+	NodeTimeout       time.Duration // default node timeout; tasks' AckWait is twice it
+	EventsMaxBytes    int64         // retention of WEFT_EVENTS; 0: 30 MiB in dev, 1 GiB otherwise
+	EventsMaxMsgs     int64         // retention of WEFT_EVENTS in events; 0: 100,000 in dev, 1,000,000 otherwise
+	MaxOutputBytes    int           // one node's output, as JSON; 0: workers.DefaultMaxOutputBytes
+	MaxExecutionBytes int           // one execution's inputs and outputs, as JSON; 0: workers.DefaultMaxExecutionBytes
 
 	CORSOrigins    []string
 	RatePerMinute  int
@@ -403,11 +405,13 @@ func (m *Main) startEngine(ctx context.Context) error {
 		return p.UserID, nil
 	}
 	e, err := workers.New(workers.Config{
-		HopPerNode:  m.Config.HopPerNode,
-		Concurrency: m.Config.Concurrency,
-		Settings:    m.settings(),
-		SubmitKey:   m.submitKey,
-		Results:     m.results,
+		HopPerNode:        m.Config.HopPerNode,
+		Concurrency:       m.Config.Concurrency,
+		Settings:          m.settings(),
+		SubmitKey:         m.submitKey,
+		Results:           m.results,
+		MaxOutputBytes:    m.Config.MaxOutputBytes,
+		MaxExecutionBytes: m.Config.MaxExecutionBytes,
 		Runners: map[string]nodes.Runner{
 			// Side-effecting nodes on this process's store and router.
 			flow.TypeDatabase:    nodes.NewDatabase(nodes.DatabaseConfig{Store: m.store}).Runner,

@@ -22,6 +22,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/weftdev/weft/providers"
+	"github.com/weftdev/weft/workers"
 	"github.com/weftdev/weft/workers/nodes"
 )
 
@@ -87,6 +88,8 @@ func commonFlags(cmd *cobra.Command, c *Config) {
 	f.DurationVar(&c.NodeTimeout, "node-timeout", envDuration("WEFT_NODE_TIMEOUT", 30*time.Second), "timeout of a node that sets none; a task is redelivered after twice this without a heartbeat (WEFT_NODE_TIMEOUT)")
 	f.Int64Var(&c.EventsMaxMsgs, "events-max-msgs", int64(envInt("WEFT_EVENTS_MAX_MSGS", 0)), "events kept in WEFT_EVENTS (the dashboard's rebuild source); each costs the NATS server about 300 bytes of memory; 0: 100,000 in dev, 1,000,000 otherwise (WEFT_EVENTS_MAX_MSGS)")
 	f.Int64Var(&c.EventsMaxBytes, "events-max-bytes", int64(envInt("WEFT_EVENTS_MAX_BYTES", 0)), "bytes of event history kept in WEFT_EVENTS (the dashboard's rebuild source); 0: 30 MiB in dev, 1 GiB otherwise (WEFT_EVENTS_MAX_BYTES)")
+	f.IntVar(&c.MaxOutputBytes, "max-output-bytes", envInt("WEFT_MAX_OUTPUT_BYTES", workers.DefaultMaxOutputBytes), "largest output of one node, as JSON; a larger one fails the node with output_too_large (WEFT_MAX_OUTPUT_BYTES)")
+	f.IntVar(&c.MaxExecutionBytes, "max-execution-bytes", envInt("WEFT_MAX_EXECUTION_BYTES", workers.DefaultMaxExecutionBytes), "most one execution holds: its inputs and every node's output, as JSON (WEFT_MAX_EXECUTION_BYTES)")
 	f.StringSliceVar(&c.Types, "types", splitList(env("WEFT_TYPES", "")), "node types to run tasks for, e.g. http_request,ai_processor; empty: all (WEFT_TYPES)")
 	c.JWTSecret = os.Getenv("WEFT_JWT_SECRET")
 }

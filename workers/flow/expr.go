@@ -1,6 +1,7 @@
 package flow
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sort"
@@ -25,6 +26,7 @@ type Scope struct {
 	Nodes     map[string]NodeResult
 	Execution ExecutionInfo
 	vars      map[string]any // the environment, when made once by Prepared
+	budget    *budget        // the bounds of its evaluations, set by Bounded
 }
 
 // Prepared returns s with its environment made once, for a scope that
@@ -41,6 +43,9 @@ func (s Scope) Prepared() Scope {
 func (s Scope) PreparedIn(env map[string]any) Scope {
 	clear(env)
 	env["input"], env["nodes"], env["execution"] = s.Input, s.Nodes, s.Execution
+	if s.budget != nil {
+		env[budgetName] = s.budget
+	}
 	s.vars = env
 	return s
 }
@@ -66,7 +71,22 @@ func (s Scope) env() map[string]any {
 }
 
 func (s Scope) newEnv() map[string]any {
-	return map[string]any{"input": s.Input, "nodes": s.Nodes, "execution": s.Execution}
+	env := map[string]any{"input": s.Input, "nodes": s.Nodes, "execution": s.Execution}
+	if s.budget != nil {
+		env[budgetName] = s.budget
+	}
+	return env
+}
+
+// bounds returns the environment of s and the budget its evaluation
+// spends: the scope's, or a fresh one with DefaultEvalTimeout.
+func (s Scope) bounds() (map[string]any, *budget) {
+	env, b := s.env(), s.budget
+	if b == nil {
+		b = newBudget(context.Background(), 0)
+		env[budgetName] = b
+	}
+	return env, b
 }
 
 // envShape gives the checker the types of the only three names in scope. Unknown names, and unknown
@@ -75,6 +95,7 @@ var envShape = map[string]any{
 	"input":     map[string]any{},
 	"nodes":     map[string]NodeResult{},
 	"execution": ExecutionInfo{},
+	budgetName:  (*budget)(nil),
 }
 
 // Expr is a compiled expression together with the ids of the nodes it reads.
@@ -104,11 +125,15 @@ func compileExpr(source string, asBool bool) (*Expr, error) {
 	if len(source) > MaxExpressionBytes {
 		return nil, fmt.Errorf("expression is %d bytes long; at most %d are allowed", len(source), MaxExpressionBytes)
 	}
-	opts := []expr.Option{expr.Env(envShape), expr.MaxNodes(MaxExpressionNodes)}
+	lim := &limiter{}
+	opts := append([]expr.Option{expr.Env(envShape), expr.MaxNodes(MaxExpressionNodes), expr.Patch(lim)}, limitOptions...)
 	if asBool {
 		opts = append(opts, expr.AsBool())
 	}
 	program, err := expr.Compile(source, opts...)
+	if lim.err != nil {
+		return nil, lim.err
+	}
 	if err != nil {
 		return nil, errors.New(exprMessage(err))
 	}
@@ -212,13 +237,13 @@ func (v *checkVisitor) Visit(node *ast.Node) {
 	}
 }
 
-// Eval runs a compiled expression against scope in the calling goroutine, within MemoryBudget.
-//
-// expr v1.17's VM cannot be interrupted, so there is no wall-clock limit: an expression's work is bounded
-// by its size (MaxExpressionBytes, MaxExpressionNodes) and by the memory budget, which counts ranges, array
-// and map literals and builtin results but not, for example, strings built by repeated concatenation.
+// Eval runs a compiled expression against scope in the calling goroutine, within MemoryBudget and the
+// scope's bounds (see Scope.Bounded): expr's VM polls nothing, so compileExpr patches every predicate body
+// to count a step and look at the deadline and the context, and + and the builtins that build large values
+// to count their bytes. A bound hit fails the evaluation with a *LimitError.
 func Eval(e *Expr, scope Scope) (any, error) {
-	return e.run(scope.env())
+	env, b := scope.bounds()
+	return e.run(env, b)
 }
 
 // EvalBool runs a CONDITION expression and requires a boolean result.
@@ -234,10 +259,19 @@ func EvalBool(e *Expr, scope Scope) (bool, error) {
 	return b, nil
 }
 
-func (e *Expr) run(env map[string]any) (any, error) {
+func (e *Expr) run(env map[string]any, b *budget) (out any, err error) {
+	if b.limit != nil {
+		return nil, b.limit
+	}
 	machine := vm.VM{MemoryBudget: MemoryBudget}
-	out, err := machine.Run(e.program, env)
+	out, err = machine.Run(e.program, env)
 	if err != nil {
+		if b.limit == nil && strings.Contains(err.Error(), "memory budget exceeded") {
+			b.limit = &LimitError{Code: CodeExpressionTooLarge, Message: fmt.Sprintf("the expression built more than %d elements", MemoryBudget)}
+		}
+		if b.limit != nil {
+			return nil, &LimitError{Code: b.limit.Code, Message: fmt.Sprintf("evaluating %q: %s", truncate(e.source, 200), b.limit.Message)}
+		}
 		return nil, fmt.Errorf("evaluating %q: %s", truncate(e.source, 200), exprMessage(err))
 	}
 	return out, nil

@@ -503,7 +503,7 @@ func TestLimits(t *testing.T) {
 	e, err := CompileExpr("map(1..10000000, #)")
 	require.NoError(t, err)
 	_, err = Eval(e, Scope{})
-	require.ErrorContains(t, err, "memory budget exceeded")
+	require.ErrorContains(t, err, "more than 1000000 elements")
 
 	// Concatenated text is capped per Render.
 	tpl, err := CompileTemplate("x{{ repeat('a', 600000) }}{{ repeat('b', 600000) }}")

@@ -136,20 +136,24 @@ func (t *Template) Lone() bool { return t.lone != nil }
 // text and results are concatenated, strings as they are and other values as JSON, up to MaxRenderBytes.
 func (t *Template) Render(scope Scope) (any, error) {
 	budget := MaxRenderBytes
-	return t.render(scope.env(), &budget)
+	env, b := scope.bounds()
+	return t.render(env, b, &budget)
 }
 
-func (t *Template) render(env map[string]any, budget *int) (any, error) {
+func (t *Template) render(env map[string]any, bud *budget, budget *int) (any, error) {
 	if t.lone != nil {
-		return t.lone.run(env)
+		return t.lone.run(env, bud)
 	}
 	var b strings.Builder
 	for _, p := range t.parts {
 		s := p.text
 		if p.expr != nil {
-			v, err := p.expr.run(env)
+			v, err := p.expr.run(env, bud)
 			if err != nil {
 				return nil, err
+			}
+			if _, ok := v.(string); !ok && SizeAtLeast(v, *budget) > *budget {
+				return nil, fmt.Errorf("rendered text exceeds %d bytes", MaxRenderBytes)
 			}
 			if s, err = stringify(v); err != nil {
 				return nil, fmt.Errorf("rendering {{%s}}: %w", truncate(p.expr.source, 80), err)
@@ -226,17 +230,18 @@ func compileValue(c *collector, path string, v any) any {
 // may total at most MaxRenderBytes per call. Values that are not templates are returned as they are.
 func Render(value any, scope Scope) (any, error) {
 	budget := MaxRenderBytes
-	return render(value, scope.env(), &budget)
+	env, b := scope.bounds()
+	return render(value, env, b, &budget)
 }
 
-func render(v any, env map[string]any, budget *int) (any, error) {
+func render(v any, env map[string]any, b *budget, budget *int) (any, error) {
 	switch x := v.(type) {
 	case *Template:
-		return x.render(env, budget)
+		return x.render(env, b, budget)
 	case map[string]any:
 		out := make(map[string]any, len(x))
 		for k, e := range x {
-			r, err := render(e, env, budget)
+			r, err := render(e, env, b, budget)
 			if err != nil {
 				return nil, err
 			}
@@ -246,7 +251,7 @@ func render(v any, env map[string]any, budget *int) (any, error) {
 	case []any:
 		out := make([]any, len(x))
 		for i, e := range x {
-			r, err := render(e, env, budget)
+			r, err := render(e, env, b, budget)
 			if err != nil {
 				return nil, err
 			}

@@ -96,7 +96,7 @@ func aiRequest(in Input) (providers.Request, error) {
 	render := func(key string) (any, error) {
 		v, err := flow.Render(p[key], in.Scope)
 		if err != nil {
-			return nil, Permanent("template_error", "%s: %s", key, err)
+			return nil, exprFailure("template_error", key, err)
 		}
 		return v, nil
 	}

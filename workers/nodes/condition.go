@@ -12,7 +12,7 @@ func init() {
 	Register(flow.TypeCondition, Spec{Pure: true, Runner: RunnerFunc(func(_ context.Context, in Input) (any, error) {
 		ok, err := flow.EvalBool(in.Node.Expression, in.Scope)
 		if err != nil {
-			return nil, Permanent("expression_error", "%s", err)
+			return nil, exprFailure("expression_error", "", err)
 		}
 		return map[string]any{"result": ok}, nil
 	})})

@@ -107,7 +107,7 @@ func (d *dbNode) request(in Input) (persistence.DataRequest, error) {
 		}
 		v, err := flow.Render(raw, in.Scope)
 		if err != nil {
-			return req, Permanent("template_error", "%s: %s", k, err)
+			return req, exprFailure("template_error", k, err)
 		}
 		vals[k] = v
 	}

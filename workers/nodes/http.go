@@ -37,9 +37,10 @@ import (
 // Limits of HTTP_REQUEST.
 const (
 	// DefaultMaxResponseBytes caps a response body when neither the node nor
-	// HTTPConfig says otherwise: enough for any API answer, small enough that
-	// a runaway download cannot fill a worker's memory.
-	DefaultMaxResponseBytes int64 = 10 << 20
+	// HTTPConfig says otherwise: the engine's default cap of a node's
+	// output, and small enough that a runaway download cannot fill a
+	// worker's memory.
+	DefaultMaxResponseBytes int64 = 1 << 20
 	// DefaultHTTPKeepAliveEvery is how often a waiting request tells
 	// JetStream it is still running, well inside any sensible AckWait.
 	DefaultHTTPKeepAliveEvery = 10 * time.Second
@@ -212,7 +213,7 @@ func (h *httpNode) build(ctx context.Context, in Input) (*http.Request, int64, b
 	render := func(key string) (any, error) {
 		v, err := flow.Render(p[key], in.Scope)
 		if err != nil {
-			return nil, Permanent("template_error", "%s: %s", key, err)
+			return nil, exprFailure("template_error", key, err)
 		}
 		return v, nil
 	}

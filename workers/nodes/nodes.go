@@ -131,3 +131,18 @@ func Replace(nodeType string, spec Spec) (restore func()) {
 		}
 	}
 }
+
+// exprFailure is the failure of an expression or template at path: coded
+// by the bound it hit (expression_timeout, expression_too_large,
+// cancelled), else code. A bound is not retried: another attempt would
+// spend as much again.
+func exprFailure(code, path string, err error) *Error {
+	var limit *flow.LimitError
+	if errors.As(err, &limit) {
+		code = limit.Code
+	}
+	if path == "" {
+		return Permanent(code, "%s", err)
+	}
+	return Permanent(code, "%s: %s", path, err)
+}

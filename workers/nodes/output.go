@@ -12,7 +12,7 @@ func init() {
 	Register(flow.TypeOutput, Spec{Pure: true, Runner: RunnerFunc(func(_ context.Context, in Input) (any, error) {
 		v, err := flow.Render(in.Node.Params["value"], in.Scope)
 		if err != nil {
-			return nil, Permanent("template_error", "value: %s", err)
+			return nil, exprFailure("template_error", "value", err)
 		}
 		return v, nil
 	})})

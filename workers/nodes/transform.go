@@ -14,7 +14,7 @@ func init() {
 		for name, e := range in.Node.Set {
 			v, err := flow.Eval(e, in.Scope)
 			if err != nil {
-				return nil, Permanent("expression_error", "set.%s: %s", name, err)
+				return nil, exprFailure("expression_error", "set."+name, err)
 			}
 			out[name] = v
 		}
