@@ -778,7 +778,7 @@ func (s *Server) executionEvents(c *fiber.Ctx) error {
 	finished := persistence.Terminal(ex.Status)
 	done := s.done
 	c.Set(fiber.HeaderContentType, "text/event-stream")
-	c.Set(fiber.HeaderCacheControl, "no-cache")
+	c.Set(fiber.HeaderCacheControl, "no-store")
 	c.Set(fiber.HeaderConnection, "keep-alive")
 	c.Set("X-Accel-Buffering", "no")
 	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {

@@ -33,6 +33,21 @@ func requireJSON(c *fiber.Ctx) error {
 	return c.Next()
 }
 
+// securityHeaders are on every response: no content sniffing, no framing,
+// no referrer, and no caching of API answers, which carry tokens, keys and
+// users' data.
+func securityHeaders(c *fiber.Ctx) error {
+	h := &c.Response().Header
+	h.Set(fiber.HeaderXContentTypeOptions, "nosniff")
+	h.Set(fiber.HeaderXFrameOptions, "DENY")
+	h.Set(fiber.HeaderContentSecurityPolicy, "default-src 'none'; frame-ancestors 'none'")
+	h.Set(fiber.HeaderReferrerPolicy, "no-referrer")
+	if strings.HasPrefix(c.Path(), "/api/") {
+		h.Set(fiber.HeaderCacheControl, "no-store")
+	}
+	return c.Next()
+}
+
 // credential reads the caller's token from Authorization or X-API-Key.
 func credential(c *fiber.Ctx) string {
 	if h := c.Get(fiber.HeaderAuthorization); h != "" {
@@ -89,14 +104,17 @@ func (s *Server) limit(c *fiber.Ctx, key string, l redis.Limit) error {
 		return c.Next()
 	}
 	if !ok {
-		secs := int(wait.Round(time.Second) / time.Second)
-		if secs < 1 {
-			secs = 1
-		}
+		secs := retryAfter(wait)
 		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(secs))
 		return events.Errorf(events.CodeRateLimited, "too many requests; retry after %d s", secs)
 	}
 	return c.Next()
+}
+
+// retryAfter is wait in whole seconds, rounded up so that waiting what it
+// says is always enough, and at least 1.
+func retryAfter(wait time.Duration) int {
+	return max(int((wait+time.Second-1)/time.Second), 1)
 }
 
 // httpMetrics counts requests for /metrics.

@@ -180,7 +180,12 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 		deps.Results.Receive(s.waiters.deliver)
 	}
 	s.app = fiber.New(fiber.Config{
-		AppName:                 "weft",
+		AppName: "weft",
+		// Every string and byte slice a handler reads from a request is its
+		// own copy: without it they are views of fasthttp's buffers, reused
+		// by the next request, and one kept past its handler (a metric's
+		// label, a cache key, a value a goroutine holds) silently changes.
+		Immutable:               true,
 		BodyLimit:               cfg.BodyLimit,
 		ErrorHandler:            errorHandler(deps.Log),
 		DisableStartupMessage:   true,
@@ -224,6 +229,7 @@ func (s *Server) routes() {
 	app := s.app
 	app.Use(recover.New())
 	app.Use(s.metrics.middleware)
+	app.Use(securityHeaders)
 	if len(s.cfg.CORSOrigins) > 0 {
 		app.Use(cors.New(cors.Config{
 			AllowOrigins:  strings.Join(s.cfg.CORSOrigins, ","),
@@ -245,12 +251,17 @@ func (s *Server) routes() {
 	authg.Post("/login", s.limitAuth, s.login)
 	authg.Post("/refresh", s.limitAuth, s.refresh)
 
+	// Ending access always gets through: an attacker with a leaked key can
+	// spend its owner's per-user budget, and must not keep the owner from
+	// revoking it or logging out. Registered before the group below, whose
+	// middleware they therefore never reach; the per-IP budget still holds.
+	api.Post("/auth/logout", s.authenticate, s.logout)
+	api.Delete("/auth/api-keys/:id", s.authenticate, s.deleteAPIKey)
+
 	priv := api.Group("", s.authenticate, s.limitUser)
 	priv.Get("/auth/me", s.me)
-	priv.Post("/auth/logout", s.logout)
 	priv.Post("/auth/api-keys", s.createAPIKey)
 	priv.Get("/auth/api-keys", s.listAPIKeys)
-	priv.Delete("/auth/api-keys/:id", s.deleteAPIKey)
 
 	priv.Post("/workflows", s.createWorkflow)
 	priv.Get("/workflows", s.listWorkflows)
