@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -99,6 +100,9 @@ func decodeJSON(body []byte, v any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return events.Invalid([]events.FieldError{{Path: "", Message: "a JSON body is required"}})
 	}
+	if err := checkUTF8(body); err != nil {
+		return err
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -108,6 +112,113 @@ func decodeJSON(body []byte, v any) error {
 		return events.Invalid([]events.FieldError{{Path: "", Message: "unexpected data after the JSON value"}})
 	}
 	return nil
+}
+
+// checkUTF8 refuses a body with bytes that are not UTF-8, naming the path
+// of the string that holds them: the decoder would replace them with
+// U+FFFD, so two different byte strings would read as one (two passwords
+// that log in as each other).
+func checkUTF8(body []byte) error {
+	if utf8.Valid(body) {
+		return nil
+	}
+	return events.Invalid([]events.FieldError{{Path: utf8Path(body, firstInvalidUTF8(body)), Message: "is not valid UTF-8"}})
+}
+
+// firstInvalidUTF8 is the offset of the first byte of b that is not UTF-8,
+// or len(b).
+func firstInvalidUTF8(b []byte) int {
+	i := 0
+	for i < len(b) {
+		r, size := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && size <= 1 {
+			break
+		}
+		i += size
+	}
+	return i
+}
+
+// utf8Path is the JSON path of the token of body that holds byte offset
+// bad: the key itself when the bad bytes are in a key; "" when the body
+// does not decode that far.
+func utf8Path(body []byte, bad int) string {
+	type frame struct {
+		object, wantKey bool
+		key             string
+		index           int
+	}
+	var stack []*frame
+	path := func(key *string) string {
+		p := ""
+		for i, f := range stack {
+			switch {
+			case !f.object:
+				p = fmt.Sprintf("%s[%d]", p, f.index)
+			case i == len(stack)-1 && key != nil:
+				p = joinPath(p, *key)
+			case !f.wantKey:
+				p = joinPath(p, f.key)
+			}
+		}
+		return p
+	}
+	// valueDone moves the innermost container past the value just read.
+	valueDone := func() {
+		if len(stack) == 0 {
+			return
+		}
+		if f := stack[len(stack)-1]; f.object {
+			f.wantKey = true
+		} else {
+			f.index++
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		top := (*frame)(nil)
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		isKey := top != nil && top.object && top.wantKey
+		if dec.InputOffset() > int64(bad) {
+			if k, ok := tok.(string); ok && isKey {
+				return path(&k)
+			}
+			return path(nil)
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{':
+				stack = append(stack, &frame{object: true, wantKey: true})
+			case '[':
+				stack = append(stack, &frame{})
+			default:
+				stack = stack[:len(stack)-1]
+				valueDone()
+			}
+		case string:
+			if isKey {
+				top.key, top.wantKey = t, false
+				continue
+			}
+			valueDone()
+		default:
+			valueDone()
+		}
+	}
+}
+
+func joinPath(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
 }
 
 // jsonProblem describes a decoding error with the path it happened at.

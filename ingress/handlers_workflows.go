@@ -33,6 +33,9 @@ func viewWorkflow(w *persistence.Workflow) (workflowView, error) {
 // parseDefinition validates a definition body; every problem is reported
 // with its path.
 func parseDefinition(body []byte) (*flow.Definition, json.RawMessage, error) {
+	if err := checkUTF8(body); err != nil {
+		return nil, nil, err
+	}
 	def, problems := flow.Parse(body)
 	if len(problems) > 0 {
 		return nil, nil, events.Invalid(problems)

@@ -110,3 +110,19 @@ func TestRevokeAndLogoutGetThroughAnExhaustedLimit(t *testing.T) {
 	require.Less(t, out.Status, 300, string(out.Raw))
 	require.False(t, strings.Contains(string(out.Raw), "rate_limited"))
 }
+
+// TestInvalidUTF8IsRefused: bytes that are not UTF-8 are a 400 naming
+// their path, never read as U+FFFD (two passwords would log in as one).
+func TestInvalidUTF8IsRefused(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	email := "utf" + randomHex(t) + "@example.com"
+	res := b.call(t, "POST", "/api/auth/register", "", `{"email":"`+email+`","password":"correct horse `+"\xff"+`","name":"U"}`)
+	requireError(t, res, 400, "validation_failed", "password")
+	require.Equal(t, 201, b.call(t, "POST", "/api/auth/register", "", `{"email":"`+email+`","password":"correct horse `+"\ufffd"+`","name":"U"}`).Status)
+	requireError(t, b.call(t, "POST", "/api/auth/login", "", `{"email":"`+email+`","password":"correct horse `+"\xfe"+`"}`), 400, "validation_failed", "password")
+	u := b.register(t)
+	requireError(t, b.call(t, "POST", "/api/workflows", u.Token, `{"name":"w`+"\xff"+`","nodes":[]}`), 400, "validation_failed", "name")
+	wf := b.workflow(t, u, seedWorkflow())
+	requireError(t, b.call(t, "POST", "/api/executions", u.Token, `{"workflowId":"`+wf+`","inputs":{"text":["ok","`+"\xc3"+`"]}}`), 400, "validation_failed", "inputs.text[1]")
+}
