@@ -2,6 +2,7 @@ package ingress
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -75,6 +76,8 @@ type Auth struct {
 	// for rewriteWindow.
 	mu      sync.Mutex
 	written map[string]time.Time
+	// cacheKey MACs the principals cached in Redis (see seal).
+	cacheKey []byte
 	// dummyHash is compared against when an email is unknown, so a login
 	// takes as long whether or not the account exists.
 	dummyHash []byte
@@ -101,7 +104,12 @@ func NewAuth(cfg AuthConfig, store persistence.Store, cache *redis.Cache, log *s
 	if now == nil {
 		now = time.Now
 	}
-	return &Auth{cfg: cfg, store: store, cache: cache, log: log, now: now, dummyHash: dummy, written: map[string]time.Time{}}, nil
+	// The key of the cache's MACs, derived so that it is not the JWT
+	// secret itself.
+	derive := hmac.New(sha256.New, cfg.Secret)
+	derive.Write([]byte("weft auth cache v1"))
+	return &Auth{cfg: cfg, store: store, cache: cache, log: log, now: now, dummyHash: dummy, written: map[string]time.Time{},
+		cacheKey: derive.Sum(nil)}, nil
 }
 
 // subjectAuthRevoked tells every process that a credential was revoked
@@ -409,14 +417,42 @@ func (a *Auth) lookup(ctx context.Context, key string, p *Principal) bool {
 		return false
 	}
 	heard := a.revocations.Load()
-	ok, err := a.cache.Get(ctx, key, p)
+	var e sealedPrincipal
+	ok, err := a.cache.Get(ctx, key, &e)
 	if err != nil && !errors.Is(err, redis.ErrDown) {
 		a.log.Warn("cache read failed; using the store", "err", err)
 	}
-	if ok {
-		a.keepLocal(key, p, now, heard)
+	if !ok {
+		return false
 	}
-	return ok
+	if !hmac.Equal(e.MAC, a.seal(key, &e.Principal)) {
+		// Not written by a process with our secret: someone with access
+		// to Redis, or a deployment with another secret on one prefix.
+		a.log.Warn("cached credential failed its check; ignoring it", "cacheKey", strings.SplitN(key, ":", 2)[0])
+		return false
+	}
+	*p = e.Principal
+	a.keepLocal(key, p, now, heard)
+	return true
+}
+
+// sealedPrincipal is a principal as cached in Redis, with the MAC that
+// shows this deployment wrote it: Redis is not trusted to say who a
+// caller is.
+type sealedPrincipal struct {
+	Principal
+	MAC []byte `json:"mac"`
+}
+
+// seal is the MAC of principal p cached under key, with a key derived
+// from the JWT secret, which Redis never sees.
+func (a *Auth) seal(key string, p *Principal) []byte {
+	m := hmac.New(sha256.New, a.cacheKey)
+	for _, s := range []string{key, p.UserID, p.SessionID, p.APIKeyID} {
+		m.Write([]byte(s))
+		m.Write([]byte{0})
+	}
+	return m.Sum(nil)
 }
 
 // keepLocal keeps a principal read at now in process, unless a revocation
@@ -441,7 +477,7 @@ func (a *Auth) remember(ctx context.Context, key string, p *Principal, ttl time.
 	if a.cache == nil || ttl <= 0 || a.revocations.Load() != heard {
 		return
 	}
-	if err := a.cache.Set(ctx, key, p, ttl); err != nil {
+	if err := a.cache.Set(ctx, key, sealedPrincipal{Principal: *p, MAC: a.seal(key, p)}, ttl); err != nil {
 		a.log.Warn("cache write failed", "err", err)
 		return
 	}
