@@ -76,8 +76,9 @@ type Auth struct {
 	// for rewriteWindow.
 	mu      sync.Mutex
 	written map[string]time.Time
-	// cacheKey MACs the principals cached in Redis (see seal).
-	cacheKey []byte
+	// macKey MACs the principals cached in Redis and the refresh tokens
+	// (see mac).
+	macKey []byte
 	// dummyHash is compared against when an email is unknown, so a login
 	// takes as long whether or not the account exists.
 	dummyHash []byte
@@ -104,12 +105,11 @@ func NewAuth(cfg AuthConfig, store persistence.Store, cache *redis.Cache, log *s
 	if now == nil {
 		now = time.Now
 	}
-	// The key of the cache's MACs, derived so that it is not the JWT
-	// secret itself.
+	// The key of the MACs, derived so that it is not the JWT secret itself.
 	derive := hmac.New(sha256.New, cfg.Secret)
-	derive.Write([]byte("weft auth cache v1"))
+	derive.Write([]byte("weft auth mac v1"))
 	return &Auth{cfg: cfg, store: store, cache: cache, log: log, now: now, dummyHash: dummy, written: map[string]time.Time{},
-		cacheKey: derive.Sum(nil)}, nil
+		macKey: derive.Sum(nil)}, nil
 }
 
 // subjectAuthRevoked tells every process that a credential was revoked
@@ -211,13 +211,17 @@ func (a *Auth) Login(ctx context.Context, email, password string) (*Tokens, erro
 
 // Refresh trades a refresh token for a new pair. The old refresh token stops
 // working: the session's stored hash is swapped atomically, so of two
-// concurrent refreshes with one token only one succeeds.
+// concurrent refreshes with one token only one succeeds. A refresh token
+// this deployment issued (its MAC says so) that is no longer the
+// session's was used before: someone holds a copy, so the whole session
+// ends, for the thief and the owner alike (the owner logs in again).
 func (a *Auth) Refresh(ctx context.Context, refreshToken string) (*Tokens, error) {
 	bad := events.Errorf(events.CodeUnauthorized, "the refresh token is not valid")
 	sid, _, ok := strings.Cut(refreshToken, ".")
 	if !ok || sid == "" {
 		return nil, bad
 	}
+	issued := a.issuedRefresh(refreshToken)
 	s, err := a.store.SessionByID(ctx, sid)
 	if events.IsNotFound(err) {
 		return nil, bad
@@ -232,9 +236,15 @@ func (a *Auth) Refresh(ctx context.Context, refreshToken string) (*Tokens, error
 	if err != nil {
 		return nil, err
 	}
-	next := sid + "." + secret
+	next := a.refreshToken(sid, secret)
 	expires := a.now().Add(a.cfg.RefreshTTL).UTC()
 	switch err := a.store.RotateSession(ctx, sid, hashSecret(refreshToken), hashSecret(next), expires); {
+	case events.IsConflict(err) && issued:
+		a.log.Warn("a used refresh token was presented again; its session is ended", "session", sid)
+		if err := a.Logout(ctx, sid); err != nil {
+			return nil, err
+		}
+		return nil, bad
 	case events.IsConflict(err), events.IsNotFound(err):
 		return nil, bad
 	case err != nil:
@@ -249,6 +259,35 @@ func (a *Auth) Refresh(ctx context.Context, refreshToken string) (*Tokens, error
 		return nil, err
 	}
 	return &Tokens{User: u, Token: access, RefreshToken: next, ExpiresIn: int(a.cfg.AccessTTL / time.Second)}, nil
+}
+
+// refreshToken is the refresh token of session sid with a random secret:
+// "<sid>.<secret>.<mac>", the MAC showing this deployment issued it.
+func (a *Auth) refreshToken(sid, secret string) string {
+	t := sid + "." + secret
+	return t + "." + base64.RawURLEncoding.EncodeToString(a.mac("refresh", t))
+}
+
+// issuedRefresh reports whether this deployment issued token.
+func (a *Auth) issuedRefresh(token string) bool {
+	i := strings.LastIndexByte(token, '.')
+	if i < 0 {
+		return false
+	}
+	mac, err := base64.RawURLEncoding.DecodeString(token[i+1:])
+	return err == nil && hmac.Equal(mac, a.mac("refresh", token[:i]))
+}
+
+// mac is the MAC of parts, for purpose, under a key derived from the JWT
+// secret, which neither Redis nor the store ever see.
+func (a *Auth) mac(purpose string, parts ...string) []byte {
+	m := hmac.New(sha256.New, a.macKey)
+	m.Write([]byte(purpose))
+	for _, s := range parts {
+		m.Write([]byte{0})
+		m.Write([]byte(s))
+	}
+	return m.Sum(nil)
 }
 
 // Logout ends a session: its access tokens and refresh token stop working.
@@ -266,7 +305,7 @@ func (a *Auth) newSession(ctx context.Context, u *persistence.User) (*Tokens, er
 	if err != nil {
 		return nil, err
 	}
-	refresh := sid + "." + secret
+	refresh := a.refreshToken(sid, secret)
 	now := a.now().UTC()
 	s := &persistence.Session{ID: sid, UserID: u.ID, RefreshHash: hashSecret(refresh), CreatedAt: now, ExpiresAt: now.Add(a.cfg.RefreshTTL)}
 	if err := a.store.CreateSession(ctx, s); err != nil {
@@ -444,15 +483,9 @@ type sealedPrincipal struct {
 	MAC []byte `json:"mac"`
 }
 
-// seal is the MAC of principal p cached under key, with a key derived
-// from the JWT secret, which Redis never sees.
+// seal is the MAC of principal p cached under key.
 func (a *Auth) seal(key string, p *Principal) []byte {
-	m := hmac.New(sha256.New, a.cacheKey)
-	for _, s := range []string{key, p.UserID, p.SessionID, p.APIKeyID} {
-		m.Write([]byte(s))
-		m.Write([]byte{0})
-	}
-	return m.Sum(nil)
+	return a.mac("cache", key, p.UserID, p.SessionID, p.APIKeyID)
 }
 
 // keepLocal keeps a principal read at now in process, unless a revocation

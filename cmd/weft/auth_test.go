@@ -103,12 +103,23 @@ func TestRefreshTokenWorksOnce(t *testing.T) {
 	require.NotEqual(t, u.Refresh, first.Body["refreshToken"])
 	require.Equal(t, 200, b.call(t, "GET", "/api/auth/me", first.Body["token"].(string), nil).Status)
 
-	requireError(t, b.call(t, "POST", "/api/auth/refresh", "", map[string]any{"refreshToken": u.Refresh}), 401, "unauthorized", "-")
 	requireError(t, b.call(t, "POST", "/api/auth/refresh", "", map[string]any{"refreshToken": "garbage"}), 401, "unauthorized", "-")
 	requireError(t, b.call(t, "POST", "/api/auth/refresh", "", map[string]any{}), 400, "validation_failed", "refreshToken")
+	// A made-up token naming the session ends nothing.
+	sid, _, _ := strings.Cut(u.Refresh, ".")
+	requireError(t, b.call(t, "POST", "/api/auth/refresh", "", map[string]any{"refreshToken": sid + ".made.up"}), 401, "unauthorized", "-")
+	require.Equal(t, 200, b.call(t, "GET", "/api/auth/me", first.Body["token"].(string), nil).Status)
 
-	// Two racing refreshes with one token: exactly one wins.
-	next := first.Body["refreshToken"].(string)
+	// The used token, replayed, ends the whole session: its access tokens
+	// and its newer refresh token stop working.
+	requireError(t, b.call(t, "POST", "/api/auth/refresh", "", map[string]any{"refreshToken": u.Refresh}), 401, "unauthorized", "-")
+	requireError(t, b.call(t, "GET", "/api/auth/me", first.Body["token"].(string), nil), 401, "unauthorized", "-")
+	requireError(t, b.call(t, "GET", "/api/auth/me", u.Token, nil), 401, "unauthorized", "-")
+	requireError(t, b.call(t, "POST", "/api/auth/refresh", "", map[string]any{"refreshToken": first.Body["refreshToken"]}), 401, "unauthorized", "-")
+
+	// Two racing refreshes with one token: exactly one wins (the losers
+	// replay a used token, and so end the session after it).
+	next := b.register(t).Refresh
 	var wg sync.WaitGroup
 	statuses := make([]int, 4)
 	for i := range statuses {
