@@ -3,6 +3,7 @@ package ingress
 import (
 	"errors"
 	"mime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -29,6 +30,25 @@ func requireJSON(c *fiber.Ctx) error {
 	mt, _, err := mime.ParseMediaType(c.Get(fiber.HeaderContentType))
 	if err != nil || (mt != fiber.MIMEApplicationJSON && !strings.HasSuffix(mt, "+json")) {
 		return events.Errorf(events.CodeUnsupported, "the body must be application/json")
+	}
+	return c.Next()
+}
+
+// requireOperator lets through only the operators of Config.Admins.
+func (s *Server) requireOperator(c *fiber.Ctx) error {
+	p := principal(c)
+	admin := func(v string) bool {
+		return slices.ContainsFunc(s.cfg.Admins, func(a string) bool { return strings.EqualFold(strings.TrimSpace(a), v) })
+	}
+	if admin(p.UserID) {
+		return c.Next()
+	}
+	u, err := s.deps.Store.UserByID(c.UserContext(), p.UserID)
+	if err != nil && !events.IsNotFound(err) {
+		return err
+	}
+	if u == nil || !admin(u.Email) {
+		return events.Errorf(events.CodeForbidden, "only operators may do this")
 	}
 	return c.Next()
 }

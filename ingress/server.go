@@ -47,6 +47,12 @@ type Config struct {
 	// TrustProxy reads the client IP from X-Forwarded-For when the direct
 	// peer is in one of these CIDRs.
 	TrustedProxies []string
+	// Admins are the operators: emails (case-insensitive) or user ids.
+	// Only they may call the routes that show server-wide figures or spend
+	// the operator's provider keys (/api/dashboard/health,
+	// /api/dashboard/test-ai); others get 403 there. Registration does not
+	// verify emails: register an operator's account before listing it.
+	Admins []string
 	// Auth configures tokens and passwords.
 	Auth AuthConfig
 	// SSEHeartbeat is how often an idle event stream sends a comment
@@ -277,12 +283,12 @@ func (s *Server) routes() {
 	priv.Get("/executions/:id/events", s.executionEvents)
 	priv.Get("/executions/:id/logs", s.executionLogs)
 
-	priv.Get("/dashboard/health", s.dashboardHealth)
+	priv.Get("/dashboard/health", s.requireOperator, s.dashboardHealth)
 	priv.Get("/dashboard/overview", s.dashboardOverview)
 	priv.Get("/dashboard/workflows", s.dashboardWorkflows)
 	priv.Get("/dashboard/metrics", s.dashboardMetrics)
 	priv.Get("/dashboard/ai-status", s.aiStatus)
-	priv.Post("/dashboard/test-ai", s.testAI)
+	priv.Post("/dashboard/test-ai", s.requireOperator, s.testAI)
 
 	app.Use(func(c *fiber.Ctx) error {
 		return fiber.NewError(fiber.StatusNotFound, "no route "+c.Method()+" "+c.Path())

@@ -158,8 +158,11 @@ func TestTestAICallsEveryConfiguredProvider(t *testing.T) {
 	t.Parallel()
 	down, _ := fakeChat(t, nil, true, nil)
 	up, upCalls := fakeChat(t, []string{"ok"}, false, nil)
-	b := setup(t, withAI(down.URL, up.URL))
-	u := b.register(t)
+	b := setup(t, withAI(down.URL, up.URL), withOperator)
+	// Only operators spend the operator's provider keys.
+	requireError(t, b.call(t, "POST", "/api/dashboard/test-ai", b.register(t).Token, nil), 403, "forbidden", "-")
+	require.Zero(t, upCalls.Load())
+	u := b.registerAs(t, operatorEmail)
 	res := b.call(t, "POST", "/api/dashboard/test-ai", u.Token, nil)
 	require.Equal(t, 200, res.Status, string(res.Raw))
 	got := map[string]map[string]any{}

@@ -75,6 +75,7 @@ type Config struct {
 	MaxExecutionBytes int           // one execution's inputs and outputs, as JSON; 0: workers.DefaultMaxExecutionBytes
 
 	CORSOrigins    []string
+	Admins         []string // operators: emails or user ids (see ingress.Config.Admins)
 	RatePerMinute  int
 	RateFailClosed bool
 	BcryptCost     int // 0: bcrypt's default
@@ -513,6 +514,7 @@ func (m *Main) startIngress(ctx context.Context) error {
 		RateUser:       limit,
 		RateFailClosed: m.Config.RateFailClosed,
 		SSEHeartbeat:   m.Config.SSEHeartbeat,
+		Admins:         m.Config.Admins,
 	}, ingress.Deps{
 		Store:     m.store,
 		Auth:      m.auth,

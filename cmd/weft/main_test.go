@@ -124,7 +124,18 @@ type user struct {
 
 func (b *bundle) register(t *testing.T) user {
 	t.Helper()
-	u := user{Email: "u" + randomHex(t) + "@example.com", Password: "correct horse battery"}
+	return b.registerAs(t, "u"+randomHex(t)+"@example.com")
+}
+
+// operatorEmail is the operator that withOperator names.
+const operatorEmail = "ops@example.com"
+
+// withOperator makes operatorEmail an operator (see Config.Admins).
+func withOperator(c *Config) { c.Admins = []string{"OPS@example.com "} }
+
+func (b *bundle) registerAs(t *testing.T, email string) user {
+	t.Helper()
+	u := user{Email: email, Password: "correct horse battery"}
 	res := b.call(t, "POST", "/api/auth/register", "", map[string]any{"email": u.Email, "password": u.Password, "name": "Ada"})
 	require.Equal(t, 201, res.Status, string(res.Raw))
 	u.ID = res.Body["user"].(map[string]any)["id"].(string)
@@ -190,7 +201,7 @@ func TestDevStartsAndKeepsDataAcrossRestart(t *testing.T) {
 
 func TestHealthAndMetrics(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
+	b := setup(t, withOperator)
 	require.Equal(t, 200, b.call(t, "GET", "/healthz", "", nil).Status)
 	ready := b.call(t, "GET", "/readyz", "", nil)
 	require.Equal(t, 200, ready.Status, string(ready.Raw))
@@ -199,6 +210,8 @@ func TestHealthAndMetrics(t *testing.T) {
 		require.Equal(t, "up", c.(map[string]any)["status"])
 	}
 	u := b.register(t)
+	requireError(t, b.call(t, "GET", "/api/dashboard/health", u.Token, nil), 403, "forbidden", "-")
+	u = b.registerAs(t, operatorEmail)
 	h := b.call(t, "GET", "/api/dashboard/health", u.Token, nil)
 	require.Equal(t, 200, h.Status)
 	require.Equal(t, "healthy", h.Body["status"])
